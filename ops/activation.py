@@ -13,7 +13,7 @@ import numpy as np
 from c2lite.errors import EnforceError
 from c2lite.gradient import GradientMakerBase, register_gradient
 from c2lite.operator import Operator
-from c2lite.registry import register_cpu
+from c2lite.registry import register_cpu, register_cpu_cuda
 from c2lite.schema import OPERATOR_SCHEMA
 
 FLOAT_TYPES = (np.float16, np.float32, np.float64)
@@ -54,14 +54,14 @@ _forward_schema("Relu", "max(X, 0)")
 _gradient_schema("Relu", "dY where Y > 0, else 0")
 
 
-@register_cpu("Relu")
+@register_cpu_cuda("Relu")
 class Relu(_Elementwise):
     def compute(self, x: Any) -> Any:
         self.check_float(x, 0)
         return self.xp.maximum(x, x.dtype.type(0))
 
 
-@register_cpu("ReluGradient")
+@register_cpu_cuda("ReluGradient")
 class ReluGradient(_Elementwise):
     def compute(self, y: Any, dy: Any) -> Any:
         self.check_pair(y, dy)
@@ -72,7 +72,7 @@ _forward_schema("Sigmoid", "1 / (1 + exp(-X))")
 _gradient_schema("Sigmoid", "dY * Y * (1 - Y)")
 
 
-@register_cpu("Sigmoid")
+@register_cpu_cuda("Sigmoid")
 class Sigmoid(_Elementwise):
     def compute(self, x: Any) -> Any:
         self.check_float(x, 0)
@@ -82,7 +82,7 @@ class Sigmoid(_Elementwise):
         return xp.where(x >= 0, one / (one + z), z / (one + z)).astype(x.dtype, copy=False)
 
 
-@register_cpu("SigmoidGradient")
+@register_cpu_cuda("SigmoidGradient")
 class SigmoidGradient(_Elementwise):
     def compute(self, y: Any, dy: Any) -> Any:
         self.check_pair(y, dy)

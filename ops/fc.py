@@ -14,7 +14,7 @@ import numpy as np
 from c2lite.errors import EnforceError, GradientError
 from c2lite.gradient import GradientMakerBase, register_gradient
 from c2lite.operator import Operator
-from c2lite.registry import register_cpu
+from c2lite.registry import register_cpu, register_cpu_cuda
 from c2lite.schema import OPERATOR_SCHEMA
 
 FLOAT_TYPES = (np.float32, np.float64)
@@ -128,7 +128,7 @@ for _name, _transposed, _wdoc in [
      .SetDoc(f"Gradient of {_name}."))
 
 
-@register_cpu("FC")
+@register_cpu_cuda("FC")
 class FC(_FCBase):
     def compute(self, x: Any, w: Any, b: Any) -> Any:
         self.check_float(x, 0)
@@ -143,12 +143,12 @@ class FC(_FCBase):
         return y.reshape(tuple(x.shape[:xa]) + (n,))
 
 
-@register_cpu("FCTransposed")
+@register_cpu_cuda("FCTransposed")
 class FCTransposed(FC):
     transposed = True
 
 
-@register_cpu("FCGradient")
+@register_cpu_cuda("FCGradient")
 class FCGradient(_FCBase):
     def compute(self, x: Any, w: Any, dy: Any) -> Any:
         self.check_float(x, 0)
@@ -169,7 +169,7 @@ class FCGradient(_FCBase):
         return outs
 
 
-@register_cpu("FCTransposedGradient")
+@register_cpu_cuda("FCTransposedGradient")
 class FCTransposedGradient(FCGradient):
     transposed = True
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from c2lite.errors import EnforceError
 from c2lite.operator import Operator
-from c2lite.registry import register_cpu
+from c2lite.registry import register_cpu, register_cpu_cuda
 from c2lite.schema import OPERATOR_SCHEMA
 
 #: TensorProto.DataType -> numpy dtype (STRING is an object array of bytes/str).
@@ -69,7 +69,7 @@ _filler_schema("ConstantFill", "Fill a tensor with a constant `value` (dtype fro
                "inferred from the value: float -> float32, int -> int64, bool, string).")
 
 
-@register_cpu("ConstantFill")
+@register_cpu_cuda("ConstantFill")
 class ConstantFill(_Filler):
     def setup(self) -> None:
         super().setup()
@@ -136,7 +136,8 @@ def _given_fill(name: str, dtype: Any) -> type:
     _filler_schema(name, f"Fill a tensor of dtype {np.dtype(dtype).name} from the `values` "
                          "argument, reshaped to `shape`.")
     cls = type(name, (_GivenTensorFill,), {"dtype": dtype, "__doc__": f"{name} kernel."})
-    return register_cpu(name)(cls)
+    register = register_cpu if dtype is object else register_cpu_cuda
+    return register(name)(cls)
 
 
 GivenTensorFill = _given_fill("GivenTensorFill", np.float32)

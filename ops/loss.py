@@ -12,7 +12,7 @@ import numpy as np
 from c2lite.errors import EnforceError
 from c2lite.gradient import GradientMakerBase, register_gradient
 from c2lite.operator import Operator
-from c2lite.registry import register_cpu
+from c2lite.registry import register_cpu, register_cpu_cuda
 from c2lite.schema import OPERATOR_SCHEMA
 
 FLOAT_TYPES = (np.float32, np.float64)
@@ -37,7 +37,7 @@ def _check_float(op: Operator, value: Any, idx: int) -> None:
                            "and float64 are supported", blob=blob)
 
 
-@register_cpu("AveragedLoss")
+@register_cpu_cuda("AveragedLoss")
 class AveragedLoss(Operator):
     def compute(self, x: Any) -> Any:
         _check_float(self, x, 0)
@@ -46,7 +46,7 @@ class AveragedLoss(Operator):
         return (x.sum(dtype=x.dtype) / x.dtype.type(x.size)).reshape(())
 
 
-@register_cpu("AveragedLossGradient")
+@register_cpu_cuda("AveragedLossGradient")
 class AveragedLossGradient(Operator):
     def compute(self, x: Any, dy: Any) -> Any:
         _check_float(self, x, 0)

@@ -13,7 +13,7 @@ import numpy as np
 from c2lite.errors import EnforceError
 from c2lite.gradient import GradientMakerBase, NO_GRADIENT, register_gradient
 from c2lite.operator import Operator
-from c2lite.registry import register_cpu
+from c2lite.registry import register_cpu, register_cpu_cuda
 from c2lite.schema import OPERATOR_SCHEMA
 
 FLOAT_TYPES = (np.float16, np.float32, np.float64)
@@ -59,7 +59,7 @@ def _weight(op: Operator, w: Any, idx: int, dtype: Any) -> Any:
          "dweight_i = <dY, X_i>."))
 
 
-@register_cpu("WeightedSum")
+@register_cpu_cuda("WeightedSum")
 class WeightedSum(Operator):
     def compute(self, *inputs: Any) -> Any:
         x0 = inputs[0]
@@ -79,7 +79,7 @@ class WeightedSum(Operator):
         return y
 
 
-@register_cpu("WeightedSumGradient")
+@register_cpu_cuda("WeightedSumGradient")
 class WeightedSumGradient(Operator):
     def setup(self) -> None:
         self.grad_on_w = self.arg("grad_on_w", False)
@@ -134,7 +134,7 @@ class GetWeightedSumGradient(GradientMakerBase):
  .SetDoc("Multiply a tensor by the constant `scale`."))
 
 
-@register_cpu("Scale")
+@register_cpu_cuda("Scale")
 class Scale(Operator):
     def setup(self) -> None:
         self.scale = self.arg("scale", 1.0)

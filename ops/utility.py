@@ -6,7 +6,8 @@ from typing import Any
 
 from c2lite.errors import EnforceError
 from c2lite.operator import Operator
-from c2lite.registry import register_cpu
+from c2lite.device import to_device, to_host
+from c2lite.registry import register_cpu, register_cpu_cuda, register_cuda
 from c2lite.schema import OPERATOR_SCHEMA
 
 (OPERATOR_SCHEMA("Sum").NumInputs(1, 2**31 - 1).NumOutputs(1).AllowInplace({(0, 0)})
@@ -17,7 +18,7 @@ from c2lite.schema import OPERATOR_SCHEMA
          "several ops."))
 
 
-@register_cpu("Sum")
+@register_cpu_cuda("Sum")
 class Sum(Operator):
     def compute(self, *xs: Any) -> Any:
         first = xs[0]
@@ -40,7 +41,7 @@ class Sum(Operator):
  .SetDoc("Copy a tensor within one device."))
 
 
-@register_cpu("Copy")
+@register_cpu_cuda("Copy")
 class Copy(Operator):
     def compute(self, x: Any) -> Any:
         return x.copy()
@@ -52,7 +53,7 @@ class Copy(Operator):
  .SetDoc("Pass the input through unchanged; the backward pass stops here."))
 
 
-@register_cpu("StopGradient")
+@register_cpu_cuda("StopGradient")
 class StopGradient(Operator):
     def compute(self, x: Any) -> Any:
         return x
@@ -69,12 +70,22 @@ for _name, _doc in [("CopyCPUToGPU", "Copy a CPU tensor to the op's CUDA device.
 
 @register_cpu("EnsureCPUOutput")
 @register_cpu("CopyFromCPUInput")
-class EnsureCPUOutput(Operator):
-    """On a CPU op, any input (CPU or CUDA) comes back as a host copy."""
+@register_cuda("CopyGPUToCPU")
+@register_cuda("EnsureCPUOutput")
+class ToHost(Operator):
+    """Any input (CPU or CUDA) comes back as a host (NumPy) copy."""
 
     def compute(self, x: Any) -> Any:
-        from c2lite.device import to_host
         return to_host(x)
+
+
+@register_cuda("CopyCPUToGPU")
+@register_cuda("CopyFromCPUInput")
+class ToDevice(Operator):
+    """A host (or other-GPU) tensor copied onto this op's CUDA device."""
+
+    def compute(self, x: Any) -> Any:
+        return to_device(x, self.device)
 
 
 # ---------------------------------------------------------------------------------------------

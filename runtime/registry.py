@@ -53,6 +53,13 @@ def register_cuda(op_type: str, engine: str = "") -> Callable[[type], type]:
     return register_operator(op_type, CUDA, engine)
 
 
+def register_cpu_cuda(op_type: str, engine: str = "") -> Callable[[type], type]:
+    """Register one device-generic kernel (it computes with ``self.xp``) on CPU and CUDA."""
+    def deco(cls: type) -> type:
+        return register_cuda(op_type, engine)(register_cpu(op_type, engine)(cls))
+    return deco
+
+
 def registered_operators(device: Optional[int] = None) -> set[str]:
     """All registry keys (the union over devices, as Caffe2's GetRegisteredOperators)."""
     if device is not None:

@@ -124,8 +124,8 @@ def test_device_selection_op_then_net_then_cpu():
 def test_no_cross_device_fallback_and_errors():
     ws = c2lite.Workspace()
     ws.feed_blob("a", np.ones(2, dtype=np.float32))
-    cuda_op = op("Sum", ["a"], ["b"], device_option=core.DeviceOption(1))
-    with pytest.raises(DeviceError, match="Cannot create operator of type 'Sum' on the device "
+    cuda_op = op("Iter", [], ["it"], device_option=core.DeviceOption(1))
+    with pytest.raises(DeviceError, match="Cannot create operator of type 'Iter' on the device "
                                           "'CUDA'. Verify that implementation for the "
                                           "corresponding device exist."):
         create_operator(cuda_op, ws)
