@@ -320,6 +320,51 @@ def RunPlan(plan_or_step: Any) -> bool:
     return C().run_plan(_parse_if_bytes(plan_or_step, "PlanDef"))
 
 
+_DTYPE_CODES = {"float32": 1, "int32": 2, "uint8": 6, "bool": 5, "int8": 7, "uint16": 8,
+                "int16": 9, "int64": 10, "float16": 12, "float64": 13, "object": 4}
+
+
+def InferShapesAndTypes(nets: Iterable[Any], blob_dimensions: Optional[dict] = None,
+                        blob_types: Optional[dict] = None) -> tuple[dict, dict]:
+    """Walk the nets' ops through their schemas' inference functions.
+
+    Starts from ``blob_dimensions``/``blob_types`` (or, without them, the current workspace's
+    tensors) and returns ``(shapes, types)``: blob -> list of dims, blob -> TensorProto
+    DataType. Blobs whose shape no schema can tell are left out.
+    """
+    from c2lite.schema import get_schema
+    known: dict[str, tuple] = {}
+    if blob_dimensions is None:
+        for name in Blobs():
+            value = C().get_blob(name)
+            if hasattr(value, "shape") and hasattr(value, "dtype"):
+                known[name] = (tuple(value.shape), np.dtype(value.dtype).name)
+    else:
+        codes = {v: k for k, v in _DTYPE_CODES.items()}
+        for name, dims in blob_dimensions.items():
+            code = (blob_types or {}).get(name, 1)
+            known[name] = (tuple(dims), codes.get(code, "float32"))
+    for net in nets:
+        for op in _net_def_of(net).op:
+            schema = get_schema(op.type)
+            if schema is None:
+                continue
+            ins = [known.get(b, (None, None)) for b in op.input]
+            if op.type == "Sum":  # autosplit gradient blobs borrow a sibling's shape
+                ins = [next((i for i in ins if i[0] is not None), (None, None))] * len(ins)
+            try:
+                outs = schema.infer(op, ins)
+            except Exception:  # noqa: BLE001 - as in Caffe2, a failing function is ignored
+                continue
+            for blob, (dims, dtype) in zip(op.output, outs):
+                if dims is not None:
+                    known[blob] = (tuple(dims), dtype or known.get(blob, (None, None))[1])
+    shapes = {b: list(d) for b, (d, _) in known.items() if d is not None}
+    types = {b: _DTYPE_CODES.get(np.dtype(t).name if t else "float32", 1)
+             for b, (d, t) in known.items() if d is not None}
+    return shapes, types
+
+
 def RegisteredOperators() -> list[str]:
     from c2lite.registry import registered_operators
     return sorted(registered_operators())

@@ -178,3 +178,21 @@ def test_separate_workspaces_in_threads_are_independent():
         t.join()
     for k in range(6):
         assert np.all(results[k] == 3 * k)
+
+
+def test_infer_shapes_and_types_through_schemas():
+    net = core.Net("infer")
+    net.FC(["X", "W", "b"], "Y")
+    net.Relu("Y", "Z")
+    net.ConstantFill([], "c", shape=[3, 2], value=1.0)
+    shapes, types = workspace.InferShapesAndTypes(
+        [net], {"X": [5, 4], "W": [3, 4], "b": [3]}, {"X": 1, "W": 1, "b": 1})
+    assert shapes["Y"] == [5, 3] and shapes["Z"] == [5, 3] and shapes["c"] == [3, 2]
+    assert types["X"] == caffe2_pb2.TensorProto.FLOAT
+    workspace.ResetWorkspace()
+    workspace.FeedBlob("X", np.zeros((2, 4), dtype=np.float64))
+    workspace.FeedBlob("W", np.zeros((3, 4), dtype=np.float64))
+    workspace.FeedBlob("b", np.zeros(3, dtype=np.float64))
+    shapes, types = workspace.InferShapesAndTypes([net])
+    assert shapes["Z"] == [2, 3] and types["X"] == caffe2_pb2.TensorProto.DOUBLE
+    workspace.ResetWorkspace()
