@@ -14,48 +14,51 @@ FLT_EPS = np.float32(np.finfo(np.float32).eps)
 K = float(np.log(np.float32(FLT_EPS)))
 
 
-def scalar_reference(x, label, lengths=None):
-    """§6 literally, one pair at a time, in float64 (independent of the kernels)."""
+def counted_pairs(x, label, lengths=None):
+    """§6 literally: per session s, yield (s, i, j, sign, z) for every counted pair j < i,
+    with z = sign * (x_j - x_i) in float64; also yield (s, None, ...) closing each session."""
     x = np.asarray(x, dtype=np.float32).reshape(-1)
     label = np.asarray(label, dtype=np.float32).reshape(-1)
     lengths = [len(x)] if lengths is None else [int(v) for v in lengths]
-    out, offset = [], 0
-    for length in lengths:
-        total, pairs = 0.0, 0
+    offset = 0
+    for s, length in enumerate(lengths):
         for i in range(offset, offset + length):
             for j in range(offset, i):
                 if abs(np.float32(label[i] - label[j])) < FLT_EPS:
                     continue
-                pairs += 1
                 sign = 1.0 if label[i] > label[j] else -1.0
-                z = sign * (float(x[j]) - float(x[i]))
-                total += 0.0 if z < K else (z if z > -K else float(np.log1p(np.exp(z))))
-        out.append(total / pairs if pairs else 0.0)
+                yield s, i, j, sign, sign * (float(x[j]) - float(x[i]))
+        yield s, None, offset, length, None
         offset += length
+
+
+def scalar_reference(x, label, lengths=None):
+    """Per-session mean of logLogit over counted pairs (independent of the kernels)."""
+    out, total, pairs = [], 0.0, 0
+    for _, i, _, _, z in counted_pairs(x, label, lengths):
+        if i is None:
+            out.append(total / pairs if pairs else 0.0)
+            total, pairs = 0.0, 0
+            continue
+        pairs += 1
+        total += 0.0 if z < K else (z if z > -K else float(np.log1p(np.exp(z))))
     return np.array(out, dtype=np.float64)
 
 
 def scalar_gradient(x, label, dy, lengths=None):
-    x = np.asarray(x, dtype=np.float32).reshape(-1)
-    label = np.asarray(label, dtype=np.float32).reshape(-1)
-    lengths = [len(x)] if lengths is None else [int(v) for v in lengths]
-    dx = np.zeros(len(x))
-    offset = 0
-    for s, length in enumerate(lengths):
-        pairs = 0
-        for i in range(offset, offset + length):
-            for j in range(offset, i):
-                if abs(np.float32(label[i] - label[j])) < FLT_EPS:
-                    continue
-                pairs += 1
-                sign = 1.0 if label[i] > label[j] else -1.0
-                z = sign * (float(x[j]) - float(x[i]))
-                g = sign * float(dy[s]) / (1.0 + np.exp(-z))
-                dx[i] -= g
-                dx[j] += g
-        if pairs:
-            dx[offset:offset + length] /= pairs
-        offset += length
+    """sign * dY[s] * sigmoid(z) moved from the higher item to the lower, / numPairs."""
+    dx, pairs = np.zeros(np.asarray(x).size), 0
+    for s, i, j, sign, z in counted_pairs(x, label, lengths):
+        if i is None:
+            offset, length = j, sign
+            if pairs:
+                dx[offset:offset + length] /= pairs
+            pairs = 0
+            continue
+        pairs += 1
+        g = sign * float(dy[s]) / (1.0 + np.exp(-z))
+        dx[i] -= g
+        dx[j] += g
     return dx
 
 
