@@ -50,19 +50,23 @@ def _require_dtype(x: Any, dtype: Any, blob: str) -> None:
                            blob=blob)
 
 
-def check_lengths(lengths: Any, n: int, blob: str) -> np.ndarray:
+def check_lengths(lengths: Any, n: int, blob: str) -> Any:
     """Caffe2's lengths checks (ndim 1, integer, sum == N) plus non-negativity; int64 out."""
     enforce_eq(lengths.ndim, 1, "lengths.dim() == 1", where=WHERE, blob=blob)
     if lengths.dtype.kind not in "iu":
         raise EnforceError("Tensor type mismatch, caller expects elements to be int while "
                            f"tensor contains {lengths.dtype.name}", blob=blob)
     lengths = lengths.astype(np.int64, copy=False)
-    if lengths.size and lengths.min() < 0:
+    if lengths.shape[0] == 1:  # one session: no reductions needed
+        smallest = total = int(lengths[0])
+    else:
+        smallest = int(lengths.min()) if lengths.shape[0] else 0
+        total = int(lengths.sum()) if lengths.shape[0] else 0
+    if smallest < 0:
         bad = int(lengths.argmin())
         raise EnforceError(f"lengths must be non-negative, but lengths[{bad}] = "
                            f"{int(lengths[bad])}", blob=blob)
-    enforce_eq(int(lengths.sum()) if lengths.size else 0, n, "len_sum == N", where=WHERE,
-               blob=blob)
+    enforce_eq(total, n, "len_sum == N", where=WHERE, blob=blob)
     return lengths
 
 

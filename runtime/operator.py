@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
-from c2lite.device import CPU_DEVICE, Device, device_of_value, same_device
+from c2lite.device import CPU, CPU_DEVICE, Device, device_of_value, same_device
 from c2lite.errors import EnforceError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -117,22 +117,25 @@ class Operator:
     # -- running ----------------------------------------------------------------------------
     def fetch_inputs(self) -> list:
         """The input values, each checked to be written and on this op's device."""
-        values = []
         get = self.ws.get_blob
-        check_device = not self.cross_device_inputs
-        for blob in self.inputs:
-            value = get(blob)
-            if value is None:
-                raise EnforceError(f"Input blob {blob} of {self.type} is empty "
-                                   "(created but never written)", blob=blob)
-            if check_device:
-                where = CPU_DEVICE if type(value) is np.ndarray else device_of_value(value)
-                if where is not None and not same_device(where, self.device):
-                    raise EnforceError(f"{self.type} runs on {self.device} but input blob "
-                                       f"{blob} is on {where}; insert a Copy op (no implicit "
-                                       "cross-device copies)", blob=blob)
-            values.append(value)
+        values = [get(blob) for blob in self.inputs]
+        on_cpu = self.device.type == CPU
+        for blob, value in zip(self.inputs, values):
+            if not (on_cpu and type(value) is np.ndarray):  # the common case needs no check
+                self._check_input(blob, value)
         return values
+
+    def _check_input(self, blob: str, value: Any) -> None:
+        if value is None:
+            raise EnforceError(f"Input blob {blob} of {self.type} is empty "
+                               "(created but never written)", blob=blob)
+        if self.cross_device_inputs:
+            return
+        where = CPU_DEVICE if type(value) is np.ndarray else device_of_value(value)
+        if where is not None and not same_device(where, self.device):
+            raise EnforceError(f"{self.type} runs on {self.device} but input blob {blob} is "
+                               f"on {where}; insert a Copy op (no implicit cross-device "
+                               "copies)", blob=blob)
 
     def run(self) -> None:
         """Compute and write the outputs; nothing is written unless every output is ready."""
