@@ -56,16 +56,21 @@ def check_lengths(lengths: Any, n: int, blob: str) -> Any:
     if lengths.dtype.kind not in "iu":
         raise EnforceError("Tensor type mismatch, caller expects elements to be int while "
                            f"tensor contains {lengths.dtype.name}", blob=blob)
-    lengths = lengths.astype(np.int64, copy=False)
     if lengths.shape[0] == 1:  # one session: no reductions needed
-        smallest = total = int(lengths[0])
+        smallest = largest = int(lengths[0])
     else:
         smallest = int(lengths.min()) if lengths.shape[0] else 0
-        total = int(lengths.sum()) if lengths.shape[0] else 0
+        largest = int(lengths.max()) if lengths.shape[0] else 0
     if smallest < 0:
         bad = int(lengths.argmin())
         raise EnforceError(f"lengths must be non-negative, but lengths[{bad}] = "
                            f"{int(lengths[bad])}", blob=blob)
+    if largest > n and lengths.shape[0] > 1:  # keeps the int64 sum from wrapping around
+        bad = int(lengths.argmax())
+        raise EnforceError(f"[enforce fail at {WHERE}] len_sum == N: lengths[{bad}] = "
+                           f"{largest} alone exceeds N = {n}", blob=blob)
+    lengths = lengths.astype(np.int64, copy=False)
+    total = largest if lengths.shape[0] == 1 else int(lengths.sum())
     enforce_eq(total, n, "len_sum == N", where=WHERE, blob=blob)
     return lengths
 

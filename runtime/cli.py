@@ -27,6 +27,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from c2lite.errors import EnforceError
+
 PROG = "c2lite"
 ALL_HINT = "; --all lists them"
 log = logging.getLogger("c2lite.cli")
@@ -399,37 +401,17 @@ def _load_npy(name: str, path: str) -> np.ndarray:
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
+    """--inputs archive through the safe loader (never unpickles; sizes checked first)."""
+    from c2lite.serialization import load_npz
     where = f"--inputs {path}"
     head = _sniff(path, where)
     if head.startswith(_NPY_MAGIC):
         raise CliError(f"{where}: this is a single .npy array; pass it with --input "
                        "NAME=FILE.npy")
-    if not head.startswith(_ZIP_MAGIC):
-        raise CliError(f"{where}: not a .npz file (not a zip archive)")
     try:
-        archive = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise _pickle_refusal(where, "the file holds pickled data") from exc
-        raise CliError(f"{where}: not a readable .npz file ({_one_line(str(exc))})") from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise CliError(f"{where}: not a readable .npz file "
-                       f"({_one_line(str(exc)) or type(exc).__name__})") from exc
-    arrays: dict[str, np.ndarray] = {}
-    with archive:
-        for key in archive.files:
-            try:
-                arrays[key] = archive[key]
-            except ValueError as exc:
-                if "pickle" in str(exc).lower():
-                    raise _pickle_refusal(where, f"array '{key}' is a pickled object "
-                                                 "array") from exc
-                raise CliError(f"{where}: array '{key}' is unreadable "
-                               f"({_one_line(str(exc))})") from exc
-            except (OSError, EOFError, zipfile.BadZipFile) as exc:
-                raise CliError(f"{where}: array '{key}' is unreadable "
-                               f"({_one_line(str(exc)) or type(exc).__name__})") from exc
-    return arrays
+        return load_npz(path)
+    except EnforceError as exc:
+        raise CliError(f"{where}: {exc.condition}") from exc
 
 
 def _collect_inputs(specs: Sequence[tuple[str, str]], npz_paths: Sequence[str]) -> dict:

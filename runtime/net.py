@@ -89,19 +89,20 @@ class SimpleNet(NetBase):
                 raise _fail(exc, index, op, self.name)
 
 
-def _pool(workers: int) -> cf.ThreadPoolExecutor:
-    global _shared_pool, _shared_pool_size
-    with _pool_lock:
-        if _shared_pool is None or _shared_pool_size < workers:
-            _shared_pool = cf.ThreadPoolExecutor(max_workers=workers,
-                                                 thread_name_prefix="c2lite-dag")
-            _shared_pool_size = workers
-        return _shared_pool
-
-
+_POOL_THREADS = 64
 _shared_pool: Optional[cf.ThreadPoolExecutor] = None
-_shared_pool_size = 0
 _pool_lock = threading.Lock()
+
+
+def _pool() -> cf.ThreadPoolExecutor:
+    """One process-wide pool for dag ops; it starts threads only as they are needed, and each
+    net caps its own in-flight ops at num_workers."""
+    global _shared_pool
+    with _pool_lock:
+        if _shared_pool is None:
+            _shared_pool = cf.ThreadPoolExecutor(max_workers=_POOL_THREADS,
+                                                 thread_name_prefix="c2lite-dag")
+        return _shared_pool
 
 
 def dependencies(net_def: Any) -> list[set[int]]:
@@ -148,7 +149,7 @@ class DAGNet(NetBase):
     def _run(self) -> None:
         if self.num_workers == 1 or len(self.ops) <= 1:
             return SimpleNet._run(self)  # type: ignore[arg-type]
-        pool = _pool(self.num_workers)
+        pool = _pool()
         waiting = [len(d) for d in self.deps]
         ready = [i for i, n in enumerate(waiting) if n == 0]
         running: dict[cf.Future, int] = {}

@@ -17,6 +17,13 @@ from c2lite.errors import EnforceError
 log = logging.getLogger("c2lite.plan")
 
 
+class _Cancelled(EnforceError):
+    """A concurrent sibling failed, so this step stopped before its next iteration."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__(f"ExecutionStep {step} stopped because a concurrent step failed")
+
+
 class _PlanRun:
     """State of one RunPlan call: the plan's net defs and the nets created so far."""
 
@@ -32,6 +39,8 @@ class _PlanRun:
         self.ws = ws
         self.created: dict[tuple[int, str], Any] = {}
         self.lock = threading.Lock()
+        #: Set when a concurrent substep fails: its siblings stop before their next iteration.
+        self.failed = threading.Event()
 
     def net(self, ws: Any, step_name: str, name: str) -> Any:
         key = (id(ws), name)
@@ -61,6 +70,8 @@ class _PlanRun:
         nets = [self.net(ws, step.name, n) for n in step.network]
         done = 0
         while iterations is None or done < iterations:
+            if self.failed.is_set():
+                raise _Cancelled(step.name)
             if self._run_body(step, ws, nets):
                 return
             done += 1
@@ -73,24 +84,32 @@ class _PlanRun:
                 if self._should_stop(step, ws):
                     return True
             return False
-        parallel = step.concurrent_substeps or step.num_concurrent_instances > 1
-        if parallel and len(step.substep) > 1:
-            self._run_concurrently(list(step.substep), ws)
+        instances = max(1, step.num_concurrent_instances)
+        if step.substep and (step.concurrent_substeps or instances > 1):
+            self._run_concurrently(list(step.substep) * instances, ws)
             return self._should_stop(step, ws)
         for sub in step.substep:
             self.run_step(sub, ws)
             if self._should_stop(step, ws):
                 return True
-        return True  # an empty step has nothing to repeat
+        return not step.substep  # an empty step has nothing to repeat
 
     def _run_concurrently(self, steps: list, ws: Any) -> None:
+        """Run ``steps`` on threads; the first failure (in time) stops the others at their
+        next iteration and is raised."""
+        def guarded(sub: Any) -> None:
+            try:
+                self.run_step(sub, ws)
+            except BaseException:
+                self.failed.set()
+                raise
+
+        error: Optional[BaseException] = None
         with cf.ThreadPoolExecutor(max_workers=len(steps),
                                    thread_name_prefix="c2lite-plan") as pool:
-            futures = [pool.submit(self.run_step, s, ws) for s in steps]
-            error: Optional[BaseException] = None
-            for future in futures:
+            for future in cf.as_completed([pool.submit(guarded, s) for s in steps]):
                 exc = future.exception()
-                if exc is not None and error is None:
+                if exc is not None and (error is None or isinstance(error, _Cancelled)):
                     error = exc
         if error is not None:
             raise error

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,8 +43,10 @@ logger = logging.getLogger("c2lite.serialization")
 
 #: Largest serialized proto (file or byte string) that is decoded at all.
 MAX_PROTO_BYTES: int = 2 * 1024 ** 3
-#: Most NetDefs allowed on one path of nesting (a net inside an If inside a net ...).
-MAX_NET_NESTING: int = 64
+#: Most NetDefs allowed on one path of nesting (a net inside an If inside a net ...). Each
+#: nested net costs three message levels and the binary decoder stops at 100, so 32 is the
+#: deepest that both loads from binary and is enforced the same way for text and for saving.
+MAX_NET_NESTING: int = 32
 #: Most elements a TensorProto may claim.
 MAX_TENSOR_ELEMENTS: int = 2 ** 31
 #: Message nesting limit for the text parser (the binary decoder's own limit is 100).
@@ -91,6 +94,10 @@ def parse_proto(data: Union[bytes, bytearray, memoryview], message_type: type[M]
     try:
         msg.ParseFromString(data if isinstance(data, bytes) else bytes(data))
     except Exception as exc:  # DecodeError, depth limit, anything the decoder throws
+        if "MaxDepth" in str(exc) or "recursion" in str(exc).lower():
+            raise ProtoError(f"cannot decode binary {name} ({len(data)} bytes): messages are "
+                             "nested deeper than the protobuf decoder allows (depth limit 100 "
+                             f"levels, about {MAX_NET_NESTING} nets inside nets)", path=path) from exc
         raise ProtoError(f"cannot decode binary {name} ({len(data)} bytes): {exc}",
                          path=path) from exc
     _validate(msg, path)
@@ -291,7 +298,11 @@ def parse_text_proto(data: Union[str, bytes], message_type: type[M], *,
 
 def _read_file(path: str) -> bytes:
     try:
-        size = os.stat(path).st_size
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ProtoError("not a regular file (directories, pipes and devices are refused)",
+                             path=path)
+        size = info.st_size
         if size > MAX_PROTO_BYTES:
             raise ProtoError(f"file of {size} bytes exceeds the limit of {MAX_PROTO_BYTES} "
                              f"bytes (MAX_PROTO_BYTES)", path=path)
@@ -509,13 +520,14 @@ def _tensor_label(t: caffe2_pb2.TensorProto) -> str:
 
 def _element_count(t: caffe2_pb2.TensorProto) -> int:
     """Product of dims, rejecting negative dims and counts over MAX_TENSOR_ELEMENTS."""
-    count = 1
+    count = extent = 1
     for d in t.dims:
         if d < 0:
             raise ProtoError(f"{_tensor_label(t)} has a negative dimension in dims "
                              f"{list(t.dims)}")
         count *= d
-        if count > MAX_TENSOR_ELEMENTS:
+        extent *= max(d, 1)  # a zero dim must not hide absurd ones beside it
+        if count > MAX_TENSOR_ELEMENTS or extent > MAX_TENSOR_ELEMENTS:
             raise ProtoError(f"{_tensor_label(t)} claims more than {MAX_TENSOR_ELEMENTS} "
                              f"elements (dims {list(t.dims)}, MAX_TENSOR_ELEMENTS)")
     return count
@@ -716,3 +728,88 @@ def deserialize_blob(data: bytes) -> tuple[str, Any]:
     """Decode a serialized BlobProto into ``(name, value)``."""
     blob = parse_proto(data, caffe2_pb2.BlobProto)
     return blob.name, proto_to_blob(blob)
+
+
+# ---------------------------------------------------------------------------------------
+# NumPy archives
+# ---------------------------------------------------------------------------------------
+
+def load_npz(path: Union[str, "os.PathLike[str]"]) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` archive by name, never unpickling anything.
+
+    The file is opened with ``np.load(path, allow_pickle=False)``. Before any array is read,
+    each member's ``.npy`` header is checked: object dtypes (pickles) are refused, and the
+    claimed shape must fit MAX_TENSOR_ELEMENTS and the bytes the member actually holds, so a
+    small file cannot make this allocate a huge array. Every failure (missing, not a zip,
+    corrupt, pickled, too large) raises ProtoError naming the file.
+    """
+    import stat
+
+    from numpy.lib import format as npy_format
+
+    target = os.fspath(path)
+    try:
+        mode = os.stat(target).st_mode
+        if stat.S_ISDIR(mode):
+            raise ProtoError("cannot read .npz archive: is a directory", path=target)
+        if not stat.S_ISREG(mode):  # a FIFO or device could block or never end
+            raise ProtoError("cannot read .npz archive: not a regular file", path=target)
+        with open(target, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise ProtoError(f"cannot read .npz archive: {exc.strerror or exc}", path=target) from exc
+    if head[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
+        what = "a single .npy array" if head.startswith(b"\x93NUM") else "not a zip archive"
+        raise ProtoError(f"not a .npz archive ({what})", path=target)
+
+    def check_member(archive: Any, info: Any) -> None:
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        with archive.zip.open(info) as member:
+            if member.read(len(npy_format.MAGIC_PREFIX)) != npy_format.MAGIC_PREFIX:
+                raise ProtoError(f"member '{key}' is not a .npy array", path=target)
+            member.seek(0)
+            version = npy_format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = npy_format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, _, dtype = npy_format.read_array_header_2_0(member)
+            else:
+                reader = getattr(npy_format, "_read_array_header", None)
+                if reader is None:
+                    raise ProtoError(f"array '{key}' uses .npy format version {version}, "
+                                     "which this NumPy cannot read", path=target)
+                shape, _, dtype = reader(member, version)
+            header_bytes = member.tell()
+        if dtype.hasobject:
+            raise ProtoError(f"array '{key}' holds Python objects ({dtype}), stored as a "
+                             "pickle; c2lite never unpickles (allow_pickle=False)",
+                             path=target)
+        count, extent = 1, 1  # extent skips zeros: (0, 2**62) is no array numpy can make
+        for d in shape:
+            count *= d
+            extent *= max(d, 1)
+            if extent > MAX_TENSOR_ELEMENTS:
+                raise ProtoError(f"array '{key}' claims more than {MAX_TENSOR_ELEMENTS} "
+                                 f"elements (shape {list(shape)}, MAX_TENSOR_ELEMENTS)",
+                                 path=target)
+        needed = count * dtype.itemsize
+        if header_bytes + needed > info.file_size:
+            raise ProtoError(f"array '{key}' (shape {list(shape)}, {dtype}) needs {needed} "
+                             f"bytes but its member holds {info.file_size - header_bytes}",
+                             path=target)
+
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with np.load(target, allow_pickle=False) as archive:
+            for info in archive.zip.infolist():
+                check_member(archive, info)
+            for key in archive.files:
+                arrays[key] = archive[key]
+    except ProtoError:
+        raise
+    except Exception as exc:  # BadZipFile, zlib.error, ValueError, EOFError, OSError, ...
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "pickle" in detail.lower():
+            detail = f"refusing pickled data (allow_pickle=False): {detail}"
+        raise ProtoError(f"cannot read .npz archive: {detail}", path=target) from exc
+    return arrays

@@ -84,7 +84,13 @@ class Workspace:
 
     def feed_blob(self, name: str, value: Any, device_option: Any = None) -> bool:
         """Copy ``value`` into blob ``name`` on the given device (CPU by default)."""
-        value = _as_blob_value(value)
+        try:
+            value = _as_blob_value(value)
+        except EnforceError as exc:
+            if exc.blob is None:  # say which blob the bad value was meant for
+                exc.blob = name
+                exc.args = (exc._render(),)
+            raise
         device = device_of_option(device_option)
         if device.type != CPU and isinstance(value, np.ndarray):
             value = to_device(value, device)

@@ -284,3 +284,21 @@ def test_run_plan_global_wraps_execution_step():
     assert workspace.RunPlan(core.execution_step("st", _counter_net("global_plan"), num_iter=2))
     assert workspace.FetchBlob("count").tolist() == [2]
     workspace.ResetWorkspace()
+
+
+def test_plan_step_with_substeps_repeats_num_iter_times():
+    ws = c2lite.Workspace()
+    ws.feed_blob("count", np.zeros(1, dtype=np.float32))
+    ws.feed_blob("one", np.ones(1, dtype=np.float32))
+    inner = core.execution_step("inner", _counter_net("substep_counter"), num_iter=2)
+    ws.run_plan(core.Plan(core.execution_step("outer", [inner], num_iter=3)))
+    assert ws.fetch_blob("count").tolist() == [6]
+
+
+def test_plan_num_concurrent_instances_runs_each_substep_n_times():
+    ws = c2lite.Workspace()
+    ws.feed_blob("count", np.zeros(1, dtype=np.float32))
+    ws.feed_blob("one", np.ones(1, dtype=np.float32))
+    inner = core.execution_step("inst", _counter_net("instance_counter"), num_iter=1)
+    ws.run_plan(core.Plan(core.execution_step("outer", [inner], num_concurrent_instances=3)))
+    assert ws.fetch_blob("count").tolist() == [3]
