@@ -2,57 +2,63 @@
 
 Semantics (reference section 6).  For every session and every unordered
 pair of its items whose float32 label difference is at least FLT_EPSILON
-(``abs(l_i - l_j) < FLT_EPSILON`` skips the pair, evaluated in float32
-exactly as the C++ code does; the relation is not transitive), with ``lo``
-the lower- and ``hi`` the higher-labelled item::
+(``abs(l_i - l_j) < FLT_EPSILON`` skips the pair, evaluated in float32 as
+the C++ code does; the relation is not transitive), with ``lo`` the lower-
+and ``hi`` the higher-labelled item::
 
-    Y[s]  = sum logLogit(x_lo - x_hi) / numPairs_s        (0 if no pair)
-    dX    : g = dY[s] * sigmoid(x_lo - x_hi); dX[hi] -= g; dX[lo] += g,
-            then the session's dX is divided by numPairs_s
+    Y[s] = sum logLogit(x_lo - x_hi) / numPairs_s        (0 without pairs)
+    dX:    g = dY[s] * sigmoid(x_lo - x_hi); dX[hi] -= g; dX[lo] += g,
+           then the session's entries are divided by numPairs_s
 
-where logLogit(z) is 0 below LOG_THRESHOLD = ln(FLT_EPSILON), z above
+logLogit(z) is 0 below LOG_THRESHOLD = ln(FLT_EPSILON), z above
 -LOG_THRESHOLD and softplus(z) in between; the gradient has no cut-offs.
+Non-finite inputs follow the original loops literally (NaN propagates).
 
-Algorithm.  Everything is computed in float64 and rounded to float32 once
-at the end, so the result is within ~1e-7 relative of a float64 evaluation
-of the same formula at any size (the original sums in float32 and loses
-half its digits on a 20,000-item session).  Per-pair work is cut down by:
+Accuracy.  Every pair term and every sum is formed in float64 and rounded
+to float32 once (gradient sums kept between forward and gradient calls
+are float32, a second rounding), so results are within ~2e-7 relative of
+a float64 evaluation of the same formula at any size, against ~50% error
+for the original's float32 sums on a 20,000-item session.  The quadrature
+path below adds a relative error below 2e-11 per pair term.  Cut-off tests
+use float64 differences of the float32 inputs: a difference lying exactly
+on +-LOG_THRESHOLD after float32 rounding may be classified differently
+from the float32 original (a change below float32 resolution).
 
-* Factorisation: exp(x_j - x_i) = A_j * B_i with A = exp(x - c),
-  B = exp(c - x), so a block of pairs needs no per-pair exp:
-  T = 1 + B A^T is one small BLAS matrix product, the loss is
-  sum(log T) = log of products of ~32 entries (one log per 32 pairs), and
-  the gradient needs 1/T plus matrix-vector products.  This is used only
-  where every difference in the block is inside the cut-offs and far from
-  float64 overflow; other blocks are classified from their score range
-  (all below the cut-off: 0; all above: exact linear sum; gradient
-  saturated: rank-1 sums) or computed with one exp per pair.
-* Label structure: "j is a lower partner of i" is ``rank(j) < P(i)`` where
-  P(i) counts the label values sufficiently below label_i (a prefix in
-  label order, computed with the float32 rule).  With few distinct label
-  values the mask is folded into the matrix product (T = U V^T with one
-  extra column per label segment), so masked pairs cost nothing extra.
-* Small sessions (<= SMALL_MAX items) are padded side by side in buckets
-  of similar length and processed many at a time; larger sessions are
-  sorted by (label, score) and cut into L2-sized tiles of (hi rows) x
-  (lower-label columns), so only label-differing pairs are visited and
-  the score-sorted tiles can be classified against the cut-offs.
-* Tiles / session chunks run on a small pool of threads (NumPy and BLAS
-  release the GIL); the calling thread works too, so Ctrl-C is seen
-  after the current block and the helpers stop after theirs.
-* The forward pass also computes the per-item gradient sums (they do not
-  depend on dY) and keeps them, with copies of the inputs, for the next
-  gradient call on identical inputs (exact content comparison, not a hash).
-  Set ``share_work = False`` to disable this.
+Speed.  y = exp(c - x) factorises exp(x_j - x_i) = y_i / y_j, so pair
+blocks need no per-pair exp; labels are used only through value ranks:
+after sorting a session by label the lower partners of each item form a
+prefix, so the counted pairs are a staircase of full rectangles.
 
-Boundary note: the cut-off tests are made on float64 differences of the
-float32 inputs, so a difference that lies exactly at +-LOG_THRESHOLD after
-float32 rounding may be classified differently from the float32 original
-(the effect is below float32 resolution of the result).
+* Small sessions (<= SMALL_MAX items), narrow scores (spread <= 12),
+  few label groups: each step of every session's staircase is a job;
+  jobs of similar shape are stacked into L2-sized blocks T = 1 + B A^T
+  built by one BLAS product; the loss takes one log per column product of
+  up to 56 rows, the gradient is (count - row / column sums of 1/T), as
+  1/T = 1 - sigmoid (sigmoid >= e^-12 there, so < 1e-10 is lost).  Many
+  distinct labels: masked row blocks; wide scores: one exp per pair.
+* Large sessions with every difference inside the cut-offs: separable
+  quadrature (``_Fast``), O(nodes * N) instead of O(N^2), no N x N array.
+* Other large sessions: tiles of hi rows x lower-label columns, sorted by
+  (label, score) and classified by score range (zero, exact linear sum,
+  factorised, saturated rank-1 gradient, or one exp per pair).
+* Inputs of at most TINY_MAX items: one dense block.  A single such
+  session of 1-D contiguous float32 inputs is served before any
+  normalisation or error-state switch (``_tiny_single``: ~15 NumPy
+  calls, its range checks keep every value finite), and its gradient
+  call reads the kept sums with a bytes key and one multiply.
+* Work is split into tasks run by the calling thread plus helpers (at most
+  ``max_threads``); NumPy / BLAS release the GIL.  Ctrl-C reaches the
+  calling thread within a task, helpers stop after theirs and are joined.
+* The forward pass also computes the per-item gradient sums (independent
+  of dY) and keeps the last ones (4 bytes per item) under a key of the
+  inputs (their bytes when small, SHA-256 otherwise); a gradient call on
+  identical inputs reuses them.  ``share_work = False`` disables this.
 """
 
+import hashlib
 import math
 import os
+import sys
 import threading
 
 import numpy as np
@@ -64,6 +70,7 @@ __all__ = [
     "share_work",
     "pairwise_loss_forward",
     "pairwise_loss_gradient",
+    "clear_cache",
 ]
 
 FLT_EPS = float(np.finfo(np.float32).eps)            # 1.1920929e-07
@@ -81,20 +88,24 @@ _GSAT = 40.0                    # |z| beyond which sigmoid is exp(z) or 1
 _FACT_MAX = 700.0               # |z| range usable by exp factorisation
 _PROD_GROUP = 32                # factors <= 2**23 each: 32 of them < 2**736
 
-SMALL_MAX = 320                 # sessions up to this length are batched
-TINY_MAX = 192                  # whole inputs up to this size: direct path
+SMALL_MAX = 1024                # sessions up to this length are batched
+TINY_MAX = 256                  # whole inputs up to this size: direct path
+assert TINY_MAX <= SMALL_MAX
 _N_BLOCKS = 2                   # row blocks covering a sorted session
-_SUB_ELEMS = 1 << 17            # pair elements per stacked job group (L2)
-_SUB_WASTE = 1.25               # padding allowed in a job group ...
-_SUB_SLACK = 1 << 14            # ... or this many elements
+_SUB_ELEMS = 1 << 18            # pair elements per stacked job group
+_SUB_WASTE = 1.2                # padding allowed in a job group ...
+_SUB_SLACK = 1 << 14            # ... or this many padded elements
 _PART_MIN_WORK = 1 << 22        # least padded work worth its own task
+_PART_ITEMS = 1 << 17           # items per part (bounds its memory)
+_LAYOUT_ITEMS = 1 << 17         # padded items sorted per call
+_BATCH_ITEMS = 1 << 16          # gathered rows + columns per batch of groups
 _PROD_ROWS = 56                 # (1 + e^12)^56 < 2^1023
 _RANK_MAX = 8                   # label segments folded into the matmul
 _CHUNK_ELEMS = 1 << 21          # padded elements per batched chunk
 _EXPL_CHUNK_ELEMS = 1 << 18     # same, for the one-exp-per-pair path
 _FAST_SPREAD = 15.9            # < -LOG_THRESHOLD: no pair hits a cut-off
-_FAST_MIN = 1024                # sessions above this length may use it
-_FAST_CHUNK_ELEMS = 1 << 20     # nodes x items per quadrature task
+_FAST_MIN = SMALL_MAX           # sessions above this length may use it
+_FAST_CHUNK_ELEMS = 1 << 18     # nodes x items per quadrature task
 _QUAD_H = 0.36                  # trapezoid step: error 2|Gamma(1+2pi i/h)|
 _QUAD_ERR = 2e-11               #   ~= 1.6e-11 relative for h = 0.36
 _QUAD_TAIL = 1e-13              # truncated lower tail (relative)
@@ -102,6 +113,20 @@ _QUAD_UP = 32.0                 # upper tail: exp(-32) relative
 _TILE_ROWS = 128
 _TILE_COLS = 1024
 _PAR_MIN_WORK = 1 << 21         # fewer pair elements than this: 1 thread
+
+
+_ONE = np.ones(1)          # as an array: the ufunc fast path (GIL released)
+_ARANGE = np.arange(1 << 18)
+_ONES = np.ones(4096)
+_BYTEORDER = sys.byteorder
+
+
+def _arange(n):
+    return _ARANGE[:n] if n <= _ARANGE.shape[0] else np.arange(n)
+
+
+def _ones(n):
+    return _ONES[:n] if n <= _ONES.shape[0] else np.ones(n)
 
 
 def _n_threads():
@@ -131,6 +156,7 @@ def _run_tasks(tasks, nthreads):
         for task in tasks:
             task(0, stop)
         return
+    state = np.geterr()          # error state is per thread: pass it on
     lock = threading.Lock()
     errors = []
     feed = iter(tasks)
@@ -145,7 +171,8 @@ def _run_tasks(tasks, nthreads):
 
     def helper(wid):
         try:
-            work(wid)
+            with np.errstate(**state):
+                work(wid)
         except BaseException as exc:  # re-raised by the caller below
             errors.append(exc)
             stop.set()
@@ -192,31 +219,44 @@ def _prefix_counts(u):
 
 
 def _value_index(lab):
-    """Distinct finite label values (ascending float32) and each label's
-    index among them (labels that are not finite get an arbitrary index)."""
-    fin = np.isfinite(lab)
-    allfin = bool(fin.all())
-    src = lab if allfin else lab[fin]
-    if src.size == 0:
-        return np.zeros(0, np.float32), np.zeros(lab.shape[0], np.int64)
-    lo, hi = float(src.min()), float(src.max())
-    if 0.0 <= lo and hi < 4096.0:
-        li = src.astype(np.int64)
-        if np.array_equal(li, src):
-            # small non-negative integers: counting instead of sorting
-            present = np.bincount(li, minlength=int(hi) + 1) > 0
-            u = np.flatnonzero(present).astype(np.float32)
-            lut = np.cumsum(present) - 1
-            if allfin:
-                return u, lut[li]
-            v = np.zeros(lab.shape[0], np.int64)
-            v[fin] = lut[li]
-            return u, v
+    """Distinct finite label values ``u`` (ascending float32) and an int32
+    array of length N + 1: each label's index in ``u`` (arbitrary for a
+    label that is not finite), then len(u), used as a padding marker."""
+    n = lab.shape[0]
+    out = np.empty(n + 1, dtype=np.int32)
+    lo, hi = float(lab.min()), float(lab.max())   # NaN / inf if any
+    allfin = math.isfinite(lo) and math.isfinite(hi)
+    if allfin:
+        src = lab
+    else:
+        fin = np.isfinite(lab)
+        src = lab[fin]
+        if src.size == 0:
+            out[:] = 0
+            return np.zeros(0, np.float32), out
+        lo, hi = float(src.min()), float(src.max())
+    if 0.0 <= lo and hi < 4096.0 and all(
+            np.array_equal(c.astype(np.int32).astype(np.float32), c)
+            for c in np.array_split(src, max(1, src.size >> 18))):
+        # small non-negative integers: counting instead of sorting
+        li = src.astype(np.int32)
+        present = np.bincount(li, minlength=int(hi) + 1) > 0
+        u = np.flatnonzero(present).astype(np.float32)
+        lut = (np.cumsum(present) - 1).astype(np.int32)
+        if allfin:
+            np.take(lut, li, out=out[:n], mode="clip")
+        else:
+            out[:n] = 0
+            out[:n][fin] = lut[li]
+        out[n] = u.shape[0]
+        return u, out
     u = np.unique(src)
     u = u[np.concatenate(([True], u[1:] != u[:-1]))]   # -0.0 == 0.0
     v = np.searchsorted(u, lab)
-    np.minimum(v, max(u.shape[0] - 1, 0), out=v)
-    return u, v
+    np.minimum(v, u.shape[0] - 1, out=v)
+    out[:n] = v
+    out[n] = u.shape[0]
+    return u, out
 
 
 # --------------------------------------------------------------------------
@@ -256,9 +296,11 @@ def _explicit_block(z, mask, need_loss, need_grad):
 # literal path: the original loop order, any values (NaN / inf included)
 # --------------------------------------------------------------------------
 
-def _literal_rows(x64, lab, sid, r0, r1, c0, res, need_loss, need_grad):
+def _literal_rows(x64, lab, sid, r0, r1, c0, res, need_loss, need_grad,
+                  goff=0):
     """Pairs (i, j) with r0 <= i < r1, c0 <= j < i, same session; exactly
-    the original's rule, sign and formulas (evaluated in float64)."""
+    the original's rule, sign and formulas (evaluated in float64).  The
+    gradient sums of item i go to res[2][i - goff]."""
     loss, npairs, gsum = res
     xi = x64[r0:r1, None]
     xj = x64[None, c0:r1]
@@ -278,17 +320,21 @@ def _literal_rows(x64, lab, sid, r0, r1, c0, res, need_loss, need_grad):
         np.add.at(loss, srow, f.sum(axis=1))
     if need_grad:
         w = np.where(cnt, sgn * _sigmoid(z), 0.0)
-        gsum[r0:r1] -= w.sum(axis=1)
-        gsum[c0:r1] += w.sum(axis=0)
+        gsum[r0 - goff:r1 - goff] -= w.sum(axis=1)
+        gsum[c0 - goff:r1 - goff] += w.sum(axis=0)
 
 
 def _literal_session(x64, lab, sid, o, n, res, need_loss, need_grad):
+    loss, npairs, gsum = res
+    acc = np.zeros(n) if need_grad else None         # float64 accumulation
     r0 = o
     while r0 < o + n:
         rows = max(1, min(o + n - r0, (1 << 19) // max(1024, r0 + 1 - o)))
-        _literal_rows(x64, lab, sid, r0, r0 + rows, o, res,
-                      need_loss, need_grad)
+        _literal_rows(x64, lab, sid, r0, r0 + rows, o, (loss, npairs, acc),
+                      need_loss, need_grad, goff=o)
         r0 += rows
+    if need_grad:
+        gsum[o:o + n] = acc
 
 
 # --------------------------------------------------------------------------
@@ -296,37 +342,79 @@ def _literal_session(x64, lab, sid, o, n, res, need_loss, need_grad):
 # --------------------------------------------------------------------------
 
 def _tiny(x32, lab, offs, res, need_loss, need_grad):
-    """Whole input (N <= TINY_MAX) as one N x N block, narrow scores."""
+    """Several sessions, N <= TINY_MAX items in all, every score within
+    _NARROW of every other: one N x N block with a session mask."""
     loss, npairs, gsum = res
-    n = x32.shape[0]
     x64 = x32.astype(np.float64)
+    sid = np.repeat(np.arange(offs.shape[0] - 1), np.diff(offs))
     mask = np.subtract.outer(lab, lab) >= _EPS32          # i hi, j lo
-    multi = offs.shape[0] > 2
-    if multi:
-        sid = np.repeat(np.arange(offs.shape[0] - 1), np.diff(offs))
-        mask &= sid[:, None] == sid[None, :]
-    c = 0.5 * (float(x64.max()) + float(x64.min()))
-    a = np.exp(x64 - c)
-    b = 1.0 / a
-    t = np.multiply.outer(b, a)
+    mask &= sid[:, None] == sid[None, :]
+    a = np.exp(x64 - 0.5 * (float(x64.max()) + float(x64.min())))
+    t = np.multiply.outer(1.0 / a, a)
     t *= mask
     t += 1.0
-    cnt = np.count_nonzero(mask, axis=1)
-    if multi:
-        starts = offs[:-1]
-        ne = starts < offs[1:]
-        npairs[ne] = np.add.reduceat(cnt, starts[ne])
-    else:
-        npairs[0] = cnt.sum()
+    starts = offs[:-1]
+    ne = starts < offs[1:]
+    npairs[ne] = np.add.reduceat(np.count_nonzero(mask, axis=1), starts[ne])
     if need_loss:
-        rows = np.log(t).sum(axis=1)
-        if multi:
-            loss[ne] = np.add.reduceat(rows, starts[ne])
-        else:
-            loss[0] = rows.sum()
+        loss[ne] = np.add.reduceat(np.log(t).sum(axis=1), starts[ne])
     if need_grad:
         np.divide(1.0, t, out=t)
         gsum[:] = t.sum(axis=1) - t.sum(axis=0)
+
+
+def _tiny_single(x32, lab, need_grad):
+    """One session of at most TINY_MAX items with narrow finite scores and
+    finite labels: (loss sum, pair count, gradient sums) from one dense
+    block, or None when the input does not qualify.
+
+    Written for the fewest NumPy calls (each costs about a microsecond at
+    this size): T = 1 + B A^T from one K = 2 BLAS product, masked by the
+    float32 label differences; the loss is one log per column product, the
+    gradient sums are row minus column sums of 1/T (1/T = 1 - sigmoid on
+    counted pairs and 1 elsewhere, so the counts cancel).  Raises no
+    floating-point warning: every value stays in range by the checks."""
+    n = x32.shape[0]
+    s = np.sort(x32)
+    lo = float(s[0])
+    hi = float(s[-1])
+    if not hi - lo <= _NARROW:           # also NaN / inf scores
+        return None
+    s = np.sort(lab)
+    if not float(s[-1]) - float(s[0]) <= 1e38:
+        return None                      # non-finite labels, or differences
+                                         # that could overflow in float32
+    m = np.subtract.outer(lab, lab) >= _EPS32         # i hi, j lo
+    npairs = int(np.count_nonzero(m))
+    if npairs == 0:
+        return 0.0, 0, (np.zeros(n, dtype=np.float32) if need_grad else None)
+    u = np.zeros((n, 2))
+    w = np.zeros((2, n))
+    a = w[0]
+    a[:] = x32
+    if not (-600.0 < lo and hi < 600.0):
+        a -= 0.5 * (lo + hi)             # factors stay normal floats
+    np.exp(a, out=a)
+    np.divide(1.0, a, out=u[:, 0])
+    t = np.matmul(u, w)                  # exp(x_j - x_i)
+    np.multiply(t, m, out=t)
+    t += 1.0
+    # column products of up to `rows` rows stay below 2**1010
+    rows = int(700.0 / math.log1p(math.exp(hi - lo)))
+    if n <= rows:
+        pr = np.multiply.reduce(t, axis=0)
+    else:
+        pr = np.multiply.reduceat(t, np.arange(0, n, rows), axis=0).ravel()
+    np.log(pr, out=pr)
+    loss = float(pr.dot(_ones(pr.shape[0])))
+    gsum = None
+    if need_grad:
+        np.divide(1.0, t, out=t)
+        ones = _ones(n)
+        gs = t.dot(ones)
+        gs -= ones.dot(t)
+        gsum = gs.astype(np.float32)
+    return loss, npairs, gsum
 
 
 # --------------------------------------------------------------------------
@@ -334,30 +422,24 @@ def _tiny(x32, lab, offs, res, need_loss, need_grad):
 # --------------------------------------------------------------------------
 
 class _Batch(object):
-    """Batched path for sessions of at most SMALL_MAX items.
+    """Sessions of at most SMALL_MAX items.
 
-    Sessions of similar length are padded side by side, (nb, lb), and each
-    chunk of them is sorted by label value inside every session.  Rows
-    (hi items) with no lower partner then form a prefix, and the lower
-    partners of row i are the prefix [0, P(i)) with P non-decreasing: the
-    counted pairs form a staircase.
+    Inside a session sorted by label value, items with no lower partner
+    come first and the lower partners of item i are the prefix [0, P(i)),
+    P non-decreasing: the counted pairs form a staircase.
 
-    Narrow sessions (score spread <= _NARROW) use T = 1 + B_i A_j on
-    counted pairs and exactly 1 elsewhere: the loss is sum(log T), computed
-    as the log of column products, and since 1/T = 1 - sigmoid the sigmoid
-    sums are (count - sum(1/T)) along rows and columns (sigmoid >= e^-12
-    there, so this loses less than 1e-10 relative).
-
-    * With at most _RANK_MAX label segments ("ranked"), each step of the
-      staircase (the hi items of one segment x all items of lower
-      segments) is a full rectangle; the rectangles of a chunk are sorted
-      by shape and cut into L2-sized groups, so padding is small and no
-      mask is needed.  Very short sessions use a single block with the mask
-      folded into the product: T = U V^T, U = [1, B_i [s < nseg_i]],
-      V = [1, A_j [seg_j == s]].
-    * Otherwise (many distinct label values) the staircase is covered by
-      _N_BLOCKS row blocks with an explicit mask; sessions with a wider
-      score spread use one exp per pair on the same blocks.
+    * "ranked" (at most _RANK_MAX label segments), narrow sessions: part
+      tasks (sessions of similar length, bounded items) sort every session
+      by label, turn each step of each staircase (hi items of one segment
+      x all items of lower segments, a full rectangle) into a job, stack
+      jobs of similar shape into blocks (``_group_jobs``) and compute
+      T = 1 + B_i A_j per block with one BLAS product.  Loss: one log per column product of up
+      to _PROD_ROWS rows.  Gradient: sigmoid = 1 - 1/T, so its sums are
+      counts minus row / column sums of 1/T (sigmoid >= e^-12 in a narrow
+      session, so this keeps 1e-10 relative).
+    * other sessions, in padded chunks (``_chunk``): the staircase is
+      covered by _N_BLOCKS row blocks with an explicit mask; T = 1 + B A^T
+      when narrow, one exp per pair when the scores are wide.
     """
 
     def __init__(self, x32, lab, offs, lens, res, need_loss, need_grad):
@@ -367,17 +449,18 @@ class _Batch(object):
         self.need_grad = need_grad
         self.offs = offs
         self.lens = lens
-        self.xext = np.append(x32, np.float32(0))
-        u, v = _value_index(lab)
+        self.x32 = x32
+        u, vext = _value_index(lab)           # vext[n] marks padding
         m = u.shape[0]
+        self.vext = vext.astype(np.int16) if m < 2 ** 15 else vext
+        del vext
         self.m = m
         pv = _prefix_counts(u)
         cuts = np.unique(pv[pv > 0])
         self.rank = cuts.shape[0]
         self.ranked = self.rank <= _RANK_MAX
         self.sh = int(SMALL_MAX).bit_length()
-        kdt = np.int64 if ((m + 1) << self.sh) >= 2 ** 31 else np.int32
-        self.vext = np.append(v, m).astype(kdt)
+        self.kdt = np.int64 if ((m + 1) << self.sh) >= 2 ** 31 else np.int32
         if self.ranked:
             # segment of each label value, and number of segments below it;
             # padding: segment rank (never a lower partner), nseg 0
@@ -403,25 +486,28 @@ class _Batch(object):
     def _layout(self, sess, lb):
         """Gather the chunk, sort each session by label value (padding
         last) and return (idx, valid, lens, klo, khi, key)."""
-        ar = np.arange(lb)
+        nb = sess.shape[0]
+        ar = _arange(lb)
         lens = self.lens[sess]
         valid = ar[None, :] < lens[:, None]
-        idx = np.where(valid, self.offs[sess][:, None] + ar[None, :],
-                       self.dummy)
-        key = self.vext[idx]
+        idx = self.offs[sess][:, None] + ar[None, :]
+        idx[~valid] = self.dummy
+        key = np.take(self.vext, idx).astype(self.kdt, copy=False)
         key <<= self.sh
         key |= ar.astype(key.dtype)
         key.sort(axis=1)
         perm = (key & ((1 << self.sh) - 1)).astype(np.intp)
+        perm += (np.arange(nb) * lb)[:, None]
         key >>= self.sh
-        idx = np.take_along_axis(idx, perm, axis=1)
-        return idx, valid, lens, self.klo[key], self.khi[key], key
+        idx = np.take(idx, perm)
+        return idx, valid, lens, np.take(self.klo, key), \
+            np.take(self.khi, key), key
 
     def _chunk(self, sess, lb, wide):
         loss, npairs, gsum = self.res
         nb = sess.shape[0]
         idx, valid, lens, klo, khi, key = self._layout(sess, lb)
-        xg = self.xext[idx].astype(np.float64)
+        xg = self.x32.take(idx, mode="clip").astype(np.float64)
         st = (np.zeros(nb) if self.need_loss else None,
               np.zeros((nb, lb + 1)) if self.need_grad else None)
         if wide:
@@ -441,10 +527,35 @@ class _Batch(object):
         if self.need_grad:
             gsum[idx[valid]] = st[1][:, :lb][valid]
 
+    def _sort_rows(self, sess, lb, dest0, dead, perm, cnt_lo, cnt_hi, rows):
+        """Sort sessions ``sess`` (all of padded length lb) by label value:
+        perm[dest0[r] + i] = item at sorted position i of session r, and
+        cnt_lo / cnt_hi[rows[r]] = items per segment as lo / as hi."""
+        k = self.rank
+        idx, valid, _, klo, khi, _ = self._layout(sess, lb)
+        dest = dest0[:, None] + _arange(lb)
+        inval = ~valid
+        dest[inval] = dead
+        perm[dest] = idx
+        # rows are sorted, so klo and khi (padding: k, k + 1) are
+        # non-decreasing: counts from one search per row and value
+        khi[inval] = k + 1
+        rid = (np.arange(sess.shape[0]) * (k + 2))[:, None]
+        q = (rid + np.arange(k + 2)).ravel()
+        klo = klo + rid
+        khi = khi + rid
+        cnt_lo[rows] = np.diff(np.searchsorted(klo.ravel(), q).reshape(
+            -1, k + 2), axis=1)
+        cnt_hi[rows] = np.diff(np.searchsorted(khi.ravel(), q).reshape(
+            -1, k + 2), axis=1)
+
     def _part(self, sess, stop):
         """Ranked narrow sessions ``sess``: every step of each session's
         staircase (hi rows of one segment x all lower-segment items) is a
-        job; jobs of similar shape are stacked into L2-sized groups."""
+        job; jobs of similar shape are stacked into L2-sized groups.
+
+        Gathers and scatters are done for many groups at once, so a group
+        costs only its few large NumPy calls (few GIL hand-offs)."""
         loss, npairs, gsum = self.res
         need_loss, need_grad = self.need_loss, self.need_grad
         k = self.rank
@@ -453,104 +564,173 @@ class _Batch(object):
         loc = np.zeros(ns + 1, dtype=np.int64)
         np.cumsum(lens, out=loc[1:])
         npart = int(loc[-1])
-        # 1. local order: sessions one after another, each sorted by value
-        perm = np.empty(npart, dtype=np.int64)
+        dead = npart
+        # 1. sort each session by label value (part-local positions) and
+        #    count its segments as lo / as hi; parts hold sessions of
+        #    similar length, so this is a few large row-sorts
+        perm = np.empty(npart + 1, dtype=np.intp)
+        cnt_lo = np.empty((ns, k + 1), dtype=np.int64)
+        cnt_hi = np.empty((ns, k + 1), dtype=np.int64)
         lbs = (lens + 7) // 8 * 8
         order = np.argsort(lbs, kind="stable")
         bounds = np.flatnonzero(np.diff(lbs[order])) + 1
         bounds = np.concatenate(([0], bounds, [ns]))
         for bi in range(bounds.shape[0] - 1):
             lb = int(lbs[order[bounds[bi]]])
-            per = max(1, _CHUNK_ELEMS // (lb * lb))
+            per = max(1, _LAYOUT_ITEMS // lb)
             for c0 in range(int(bounds[bi]), int(bounds[bi + 1]), per):
                 ch = order[c0:min(c0 + per, int(bounds[bi + 1]))]
-                idx, valid, _, _, _, _ = self._layout(sess[ch], lb)
-                dest = loc[ch][:, None] + np.arange(lb)[None, :]
-                perm[dest[valid]] = idx[valid]
-        vv = self.vext[perm]
-        klo = self.klo[vv]
-        khi = self.khi[vv]
-        del vv
-        # 2. per session and segment: items below it, hi rows of it
-        sid = np.repeat(np.arange(ns), lens)
-        cnt = np.bincount(sid * (k + 1) + klo, minlength=ns * (k + 1))
-        cend = np.cumsum(cnt.reshape(ns, k + 1), axis=1) - cnt.reshape(ns, k + 1)
-        cnt = np.bincount(sid * (k + 1) + khi, minlength=ns * (k + 1))
-        cnt = cnt.reshape(ns, k + 1)
-        hst = np.cumsum(cnt, axis=1) - cnt
-        del sid, klo, khi
-        npairs[sess] = (cnt[:, 1:] * cend[:, 1:]).sum(axis=1)
-        # 3. factors; zero padding after the end gives T = 1
-        xs = self.xext[perm].astype(np.float64)
-        xs -= np.repeat(self.center[sess], lens)
-        jr = cnt[:, 1:].ravel()
+                self._sort_rows(sess[ch], lb, loc[ch], dead, perm,
+                                cnt_lo, cnt_hi, ch)
+        perm = perm[:npart]
+        cend = np.cumsum(cnt_lo, axis=1) - cnt_lo     # items below segment
+        hst = np.cumsum(cnt_hi, axis=1) - cnt_hi      # first hi row of it
+        npairs[sess] = (cnt_hi[:, 1:] * cend[:, 1:]).sum(axis=1)
+        # 2. jobs (session, segment q >= 1): rows [hst, hst + cnt_hi) x
+        #    columns [0, cend) of the session.  Cells of ~12% column and
+        #    ~26% row spread, cut into groups of at most _SUB_ELEMS.
+        jr = cnt_hi[:, 1:].ravel()
         jc = cend[:, 1:].ravel()
-        pad = int(max(jr.max(initial=0), jc.max(initial=0))) + 1
-        bpad = np.zeros(npart + pad)
-        np.exp(-xs, out=bpad[:npart])
-        apad = np.zeros(npart + pad)
-        np.exp(xs, out=apad[:npart])
-        del xs
-        # 4. jobs (session, segment), sorted by shape
         jobs = np.flatnonzero((jr > 0) & (jc > 0))
+        nj = jobs.shape[0]
+        if nj == 0:
+            if need_loss:
+                loss[sess] = 0.0
+            if need_grad:
+                gsum[perm] = 0.0
+            return
         jses = jobs // k
         jrs = loc[jses] + hst[:, 1:].ravel()[jobs]
         jr = jr[jobs]
         jc = jc[jobs]
-        o = np.lexsort((jr, jc // 8))
+        gst, gsz, grb, gcb, o = _group_jobs(jr, jc)
         jses, jrs, jr, jc = jses[o], jrs[o], jr[o], jc[o]
         jcs = loc[jses]
-        acc = np.zeros(npart + pad) if need_grad else None
+        # 3. factors; index `dead` (and beyond) is zero, so T = 1 there
+        xs = np.take(self.x32, perm).astype(np.float64)
+        cs = self.center[sess]
+        c_lo, c_hi = float(cs.min()), float(cs.max())
+        if c_hi - c_lo <= 1200.0 - 2 * _NARROW:
+            # one shift keeps every factor within e^+-600 (normal floats)
+            xs -= 0.5 * (c_lo + c_hi)
+        else:
+            xs -= np.repeat(cs, lens)
+        bpad = np.zeros(npart + 1)
+        np.exp(-xs, out=bpad[:npart])
+        apad = np.zeros(npart + 1)
+        np.exp(xs, out=apad[:npart])
+        del xs
+        acc = np.zeros(npart + 1) if need_grad else None
         lsum = np.zeros(ns) if need_loss else None
-        nj = jr.shape[0]
-        i = 0
-        while i < nj:
+        # 4. batches of groups: vectorised gathers, per-group BLAS work,
+        #    vectorised scatters, all in buffers reused across batches (no
+        #    page faults).  Operations that keep the GIL (fancy reads,
+        #    bincount, ufunc.at) and small calls are kept out of the loops.
+        jrb = np.repeat(grb, gsz)          # padded rows / columns per job
+        jcb = np.repeat(gcb, gsz)
+        jqo = (jobs[o] % k) * (npart + 1)  # slot block of the job's segment
+        # products of up to _PROD_ROWS rows: jpb blocks of jcb values / job
+        jpv = -(-jrb // _PROD_ROWS) * jcb
+        items = np.cumsum(gsz * (grb + gcb))
+        ngroups = gst.shape[0]
+        batches = []
+        g0 = 0
+        while g0 < ngroups:
+            base = items[g0 - 1] if g0 else 0
+            g1 = max(g0 + 1, int(np.searchsorted(items, base + _BATCH_ITEMS,
+                                                 "right")))
+            batches.append((g0, g1, int(gst[g0]),
+                            int(gst[g1 - 1] + gsz[g1 - 1])))
+            g0 = g1
+        cr = np.concatenate(([0], np.cumsum(jrb)))
+        cc = np.concatenate(([0], np.cumsum(jcb)))
+        cp = np.concatenate(([0], np.cumsum(jpv)))
+        mr = max(int(cr[j1] - cr[j0]) for _, _, j0, j1 in batches)
+        mc = max(int(cc[j1] - cc[j0]) for _, _, j0, j1 in batches)
+        mp = max(int(cp[j1] - cp[j0]) for _, _, j0, j1 in batches)
+        me = max(mr, mc)
+        ws = _Work(me)
+        rowpos = np.empty(mr, dtype=np.intp)
+        colpos = np.empty(mc, dtype=np.intp)
+        u = np.empty((2, mr))              # planar [B; 1] and [A; 1]
+        u[1] = 1.0
+        w = np.empty((2, mc))
+        w[1] = 1.0
+        hi = np.empty(mr) if need_grad else None
+        lo = np.empty(mc) if need_grad else None
+        prod = np.empty(mp) if need_loss else None
+        tmp = np.empty(me)
+        tbuf = np.empty(int((gsz * grb * gcb).max()))    # reused T block
+        # column sums per (segment, item): a session has one job per
+        # segment, so these scatters never hit the same slot twice
+        accq = np.zeros(k * (npart + 1)) if need_grad else None
+        lp = np.empty(nj) if need_loss else None
+        for g0, g1, j0, j1 in batches:
             if stop.is_set():
                 return
-            # greedy: extend the group while it stays L2-sized and the
-            # padding stays small (absolute slack for groups of tiny jobs)
-            j1 = min(nj, i + 2048)
-            mr = np.maximum.accumulate(jr[i:j1])
-            mc = np.maximum.accumulate(jc[i:j1])
-            area = np.arange(1, j1 - i + 1) * mr * mc
-            real = np.cumsum(jr[i:j1] * jc[i:j1])
-            bad = (area > _SUB_ELEMS) | ((area > real * _SUB_WASTE)
-                                         & (area > real + _SUB_SLACK))
-            bad[0] = False
-            j = i + (int(np.argmax(bad)) if bad.any() else j1 - i)
-            g = slice(i, j)
-            ng = j - i
-            rb = int(mr[ng - 1])
-            cb = int(mc[ng - 1])
-            ar = np.arange(rb)
-            ac = np.arange(cb)
-            rok = ar[None, :] < jr[g][:, None]
-            cok = ac[None, :] < jc[g][:, None]
-            ut = np.empty((ng, 2, rb))
-            ut[:, 1, :] = 1.0
-            np.multiply(_windows(bpad, rb)[jrs[g]], rok, out=ut[:, 0, :])
-            w = np.empty((ng, 2, cb))
-            w[:, 1, :] = 1.0
-            np.multiply(_windows(apad, cb)[jcs[g]], cok, out=w[:, 0, :])
-            t = np.matmul(ut.transpose(0, 2, 1), w)     # 1 + B A, (ng,rb,cb)
+            nrow = int(cr[j1] - cr[j0])
+            ncol = int(cc[j1] - cc[j0])
+            rp = rowpos[:nrow]
+            _positions(jrs[j0:j1], jr[j0:j1], jrb[j0:j1], dead, rp, ws)
+            np.take(bpad, rp, out=u[0, :nrow], mode="clip")
+            cq = colpos[:ncol]
+            cjid = _positions(jcs[j0:j1], jc[j0:j1], jcb[j0:j1], dead, cq, ws)
+            np.take(apad, cq, out=w[0, :ncol], mode="clip")
+            if need_grad:                 # column slots for the scatter
+                off = ws.end[:ncol]
+                np.take(jqo[j0:j1], cjid, out=off, mode="clip")
+                cq += off
+            ro = co = po = 0
+            for gi in range(g0, g1):
+                # only large calls in here: small ones serialise threads
+                ng = int(gsz[gi])
+                rb = int(grb[gi])
+                cb = int(gcb[gi])
+                nr, nc = ng * rb, ng * cb
+                t = tbuf[:nr * cb].reshape(ng, rb, cb)
+                uv = u[:, ro:ro + nr].reshape(2, ng, rb).transpose(1, 2, 0)
+                wv = w[:, co:co + nc].reshape(2, ng, cb).transpose(1, 0, 2)
+                np.matmul(uv, wv, out=t)      # 1 + B_i A_j, (ng, rb, cb)
+                if need_grad:
+                    np.divide(_ONE, t, out=t)
+                    hv = hi[ro:ro + nr].reshape(ng, rb)
+                    lv = lo[co:co + nc].reshape(ng, cb)
+                    np.matmul(t, _ones(cb), out=hv)
+                    np.matmul(_ones(rb), t, out=lv)
+                    # 1/T sums minus counts: -(sigmoid sums); 0 on padding
+                    np.subtract(hv, cb, out=hv)
+                    np.subtract(lv, rb, out=lv)
+                if need_loss:
+                    pb = -(-rb // _PROD_ROWS)
+                    pv = prod[po:po + ng * pb * cb].reshape(ng, pb, cb)
+                    for b in range(pb):
+                        np.multiply.reduce(t[:, b * _PROD_ROWS:
+                                             (b + 1) * _PROD_ROWS], axis=1,
+                                           out=pv[:, b, :])
+                    po += ng * pb * cb
+                ro += nr
+                co += nc
             if need_grad:
-                np.divide(1.0, t, out=t)
-                hi = np.matmul(t, np.ones(cb))
-                lo = np.matmul(np.ones(rb), t)
-                hi -= cb              # minus the sigmoid sums as hi
-                lo -= rb              # minus the sigmoid sums as lo
-                rpos = jrs[g][:, None] + ar[None, :]
-                acc[rpos[rok]] += hi[rok]
-                cpos = jcs[g][:, None] + ac[None, :]
-                if np.unique(jses[g]).shape[0] == ng:
-                    acc[cpos[cok]] -= lo[cok]
-                else:                 # a session twice: columns repeat
-                    np.subtract.at(acc, cpos[cok], lo[cok])
-                if need_loss:         # sum log T = -sum log(1/T)
-                    np.subtract.at(lsum, jses[g], _log_prod_rows(t))
-            elif need_loss:
-                np.add.at(lsum, jses[g], _log_prod_rows(t))
-            i = j
+                # rows of jobs never overlap; padding goes to `dead`
+                tv = tmp[:nrow]
+                np.take(acc, rp, out=tv, mode="clip")
+                tv += hi[:nrow]
+                acc[rp] = tv
+                tv = tmp[:ncol]
+                np.take(accq, cq, out=tv, mode="clip")
+                tv -= lo[:ncol]
+                accq[cq] = tv
+            if need_loss:
+                pr = prod[:po]
+                np.log(pr, out=pr)
+                lp[j0:j1] = np.add.reduceat(pr, cp[j0:j1] - cp[j0])
+        if need_grad:
+            acc += accq.reshape(k, npart + 1).sum(axis=0)
+            del accq
+        if need_loss:
+            if need_grad:                 # lp holds sums of log(1/T)
+                lp = -lp
+            lsum += np.bincount(jses, weights=lp, minlength=ns)
         if need_loss:
             loss[sess] = lsum
         if need_grad:
@@ -561,9 +741,9 @@ class _Batch(object):
         (1 on pairs that do not count) for sessions grp, rows at rpc."""
         g, rb, cb = t.shape
         if self.need_grad:
-            np.divide(1.0, t, out=t)
-            hi = np.matmul(t, np.ones(cb))
-            lo = np.matmul(np.ones(rb), t)
+            np.divide(_ONE, t, out=t)
+            hi = np.matmul(t, _ones(cb))
+            lo = np.matmul(_ones(rb), t)
             hi -= cb                  # minus the sigmoid sums as hi
             lo -= rb                  # minus the sigmoid sums as lo
             acc = st[1]
@@ -580,9 +760,10 @@ class _Batch(object):
         (a is then the float64 scores)."""
         npairs = self.res[1]
         nb = sess.shape[0]
-        # P(i): items whose klo is below khi_i (rows are sorted by value)
-        base = np.arange(nb, dtype=np.int64)[:, None] * (self.m + 1)
-        flat = (key + base).ravel()
+        # P(i): items whose klo is below khi_i (rows are sorted by value,
+        # so klo is non-decreasing along each row, padding last)
+        base = np.arange(nb, dtype=np.int64)[:, None] * (self.m + 2)
+        flat = (klo + base).ravel()
         p = np.searchsorted(flat, (khi + base).ravel(), "left")
         p = p.reshape(nb, lb) - np.arange(nb)[:, None] * lb
         p *= valid
@@ -604,8 +785,8 @@ class _Batch(object):
             if cb == 0:
                 continue
             ar = np.arange(rb)
-            rpc = np.where(ar[None, :] < rl[:, None], r0[:, None] + ar[None, :],
-                           lb)
+            rpc = np.where(ar[None, :] < rl[:, None],
+                           r0[:, None] + ar[None, :], lb)
             khr = khx[rows[:, None], rpc]
             m = klo[:, None, :cb] < khr[:, :, None]
             if b is None:
@@ -626,37 +807,109 @@ class _Batch(object):
             self._reduce(st, t, rows, rpc)
 
 
-def _log_prod_rows(t):
+def _group_jobs(jr, jc):
+    """Order jobs (rows jr x columns jc) by shape and cut the order into
+    groups that are stacked into one (g, max rows, max columns) block.
+
+    Jobs are sorted by column then row bins (~12% / ~26% wide cells);
+    consecutive cells are merged while the block stays below _SUB_ELEMS
+    elements and its padding below _SUB_WASTE of the real pairs (or below
+    _SUB_SLACK elements, so small jobs end up in few large groups); a big
+    cell is cut into pieces of at most _SUB_ELEMS.  Returns (group starts,
+    sizes, rows, columns, job order)."""
+    nj = jr.shape[0]
+    cbin = (np.log2(jc) * 6.0).astype(np.int64)
+    rbin = (np.log2(jr) * 3.0).astype(np.int64)
+    o = np.lexsort((jr, jc, rbin, cbin))
+    jr = jr[o]
+    jc = jc[o]
+    cell = cbin[o] * 64 + rbin[o]
+    cst = np.flatnonzero(np.concatenate(([True], cell[1:] != cell[:-1])))
+    cend = np.append(cst[1:], nj)
+    cr = np.maximum.reduceat(jr, cst).tolist()
+    cc = np.maximum.reduceat(jc, cst).tolist()
+    real = np.add.reduceat(jr * jc, cst).tolist()
+    cst = cst.tolist()
+    cend = cend.tolist()
+    starts = []
+    g0 = None
+    for ci in range(len(cst)):
+        n_i = cend[ci] - cst[ci]
+        if g0 is not None:
+            mr = max(gr, cr[ci])
+            mc = max(gc, cc[ci])
+            pad = (gn + n_i) * mr * mc
+            re = greal + real[ci]
+            if pad <= _SUB_ELEMS and (pad <= re * _SUB_WASTE
+                                      or pad <= re + _SUB_SLACK):
+                gn += n_i
+                gr, gc, greal = mr, mc, re
+                continue
+        # start a new group at this cell, cutting the cell if it is big
+        per = max(1, _SUB_ELEMS // (cr[ci] * cc[ci]))
+        for j in range(cst[ci], cend[ci], per):
+            starts.append(j)
+        g0 = starts[-1]
+        gn = cend[ci] - g0
+        gr, gc = cr[ci], cc[ci]
+        greal = gn * gr * gc          # upper bound for the last piece
+    gst = np.array(starts, dtype=np.int64)
+    gsz = np.diff(np.append(gst, nj))
+    return (gst, gsz, np.maximum.reduceat(jr, gst),
+            np.maximum.reduceat(jc, gst), o)
+
+
+def _log_prod_rows(t, out=None):
     """Per leading index, the sum of log(t) over a (g, rb, cb) block whose
-    entries all lie in [(1 + e^_NARROW)^-1, 1 + e^_NARROW].  Rows are
-    multiplied together in place (pairwise halving, long inner loops) in
-    groups of at most _PROD_ROWS, so there is one log per column per
-    group; t is overwritten."""
+    entries all lie in [(1 + e^_NARROW)^-1, 1 + e^_NARROW]: products of up
+    to _PROD_ROWS rows first, so one log per column per row group."""
     g, rb, cb = t.shape
-    out = np.zeros(g)
-    for r0 in range(0, rb, _PROD_ROWS):
-        blk = t[:, r0:min(rb, r0 + _PROD_ROWS)]
-        h = blk.shape[1]
-        while h > 1:
-            half = h // 2
-            np.multiply(blk[:, :half], blk[:, h - half:h], out=blk[:, :half])
-            h -= half
-        row = blk[:, 0]
-        np.log(row, out=row)
-        out += row.sum(axis=1)
+    if out is None:
+        out = np.empty(g)
+    pr = np.multiply.reduce(t[:, :_PROD_ROWS], axis=1)
+    np.log(pr, out=pr)
+    np.sum(pr, axis=1, out=out)
+    for r0 in range(_PROD_ROWS, rb, _PROD_ROWS):
+        pr = np.multiply.reduce(t[:, r0:r0 + _PROD_ROWS], axis=1)
+        np.log(pr, out=pr)
+        out += pr.sum(axis=1)
     return out
 
 
-def _windows(v, width):
-    """Read-only (len(v) - width + 1, width) view of sliding windows."""
-    st = v.strides[0]
-    return np.lib.stride_tricks.as_strided(
-        v, shape=(v.shape[0] - width + 1, width), strides=(st, st),
-        writeable=False)
+class _Work(object):
+    """Index scratch buffers reused by _positions."""
+
+    def __init__(self, size):
+        self.jid = np.empty(size, dtype=np.intp)
+        self.end = np.empty(size, dtype=np.intp)
+        self.mask = np.empty(size, dtype=bool)
 
 
-def _plan_small(batch, sess, lens, spread, nthreads, tasks):
-    """Make the tasks of the batched path; returns the padded work."""
+def _positions(start, length, padded, dead, out, ws):
+    """Write into ``out`` the concatenated index ranges start + [0, padded)
+    of the jobs; entries at or beyond ``length`` point to ``dead``.
+    Returns the job of each entry (a view of ws.jid).  Only calls that
+    release the GIL on the long arrays (cumsum, take, compare, copyto)."""
+    total = out.shape[0]
+    excl = np.cumsum(padded) - padded
+    jid = ws.jid[:total]
+    jid.fill(0)
+    jid[excl[1:]] = 1
+    np.cumsum(jid, out=jid)
+    np.take(start - excl, jid, out=out, mode="clip")
+    ar = _arange(total)
+    out += ar
+    end = ws.end[:total]
+    np.take(excl + length, jid, out=end, mode="clip")
+    mask = ws.mask[:total]
+    np.greater_equal(ar, end, out=mask)
+    np.copyto(out, dead, where=mask)
+    return jid
+
+
+def _plan_small(batch, sess, lens, spread, nthreads, tasks, first):
+    """Make the tasks of the batched path (``first``: tasks that must
+    finish before ``tasks`` start); returns the padded work."""
     if sess.shape[0] == 0:
         return 0
     work = 0
@@ -664,13 +917,20 @@ def _plan_small(batch, sess, lens, spread, nthreads, tasks):
     if batch.ranked:
         grp = sess[narrow]
         if grp.shape[0]:
-            # parts of similar work, each a task over whole sessions
-            w = lens[grp].astype(np.float64) ** 2
+            # parts of similar work over sessions of similar length (so a
+            # part sorts few, large chunks and its jobs have similar shapes)
+            grp = grp[np.argsort(lens[grp], kind="stable")]
+            ln = lens[grp].astype(np.float64)
+            w = ln * ln
             work += int(w.sum())
-            nparts = max(1, min(grp.shape[0], 2 * nthreads,
-                                int(w.sum()) // _PART_MIN_WORK))
-            cuts = np.searchsorted(np.cumsum(w),
-                                   w.sum() * np.arange(1, nparts) / nparts)
+            nparts = max(min(grp.shape[0], 2 * nthreads,
+                             int(w.sum()) // _PART_MIN_WORK),
+                         int(ln.sum()) // _PART_ITEMS, 1)
+            nparts = min(nparts, grp.shape[0])
+            # balance both the pair work and the items (memory) of parts
+            share = np.cumsum(w / w.sum() + ln / ln.sum())
+            cuts = np.searchsorted(share, share[-1] * np.arange(1, nparts)
+                                   / nparts)
             for part in np.split(grp, cuts):
                 if part.shape[0]:
                     tasks.append(batch.part_task(part))
@@ -706,8 +966,7 @@ class _Large(object):
     """One large session sorted by (label, score) and cut into tiles of
     (hi rows) x (lower-label columns)."""
 
-    def __init__(self, x32, lab, o, n, s, res, need_loss, need_grad,
-                 acc_slot, nacc):
+    def __init__(self, x32, lab, o, n, s, res, need_loss, need_grad, nacc):
         self.o, self.n, self.s = o, n, s
         self.res = res
         self.need_loss = need_loss
@@ -741,7 +1000,6 @@ class _Large(object):
         # per-worker accumulators: loss (scalar slot) and item sums
         self.lacc = np.zeros(nacc)
         self.gacc = np.zeros((nacc, n)) if need_grad else None
-        self.acc_slot = acc_slot
 
     def plan(self, tasks):
         n = self.n
@@ -811,10 +1069,7 @@ class _Large(object):
                 pass
             elif zmin > -_K:
                 self.lacc[wid] += nr * float(xj.sum()) - nc * float(xi.sum())
-            elif f_fact and self.a is not None:
-                t = np.matmul(self.ua[r0:r1], self.wa[:, c0:c1])
-                self.lacc[wid] += _log_prod_sum(t)
-            elif nr * nc > 4096 and (nr > 1 or nc > 1):
+            elif nr * nc > 4096:
                 self._split(wid, r0, r1, c0, c1, ga, True, False)
             else:
                 z = xj[None, :] - xi[:, None]
@@ -956,7 +1211,7 @@ class _Fast(object):
             ys = np.add.reduceat(sy, starts, axis=1)
             sfx = np.zeros((b - a, self.m + 1))
             np.cumsum(ys[:, ::-1], axis=1, out=sfx[:, self.m - 1::-1])
-            gv = sfx[:, self.qv]      # per lo value: sum of y E over hi partners
+            gv = sfx[:, self.qv]      # per lo value: y E summed over hi
             chp *= sn[:, None]
             gv *= sn[:, None]
             hi = np.einsum("ki,ki->i", e, np.repeat(chp, self.counts, axis=1))
@@ -994,14 +1249,22 @@ def _log_prod_sum(t):
 # driver
 # --------------------------------------------------------------------------
 
+def _flat32(a):
+    if (type(a) is np.ndarray and a.dtype == np.float32 and a.ndim == 1
+            and a.flags.c_contiguous):
+        return a
+    return np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+
+
 def _normalize(x, label, lengths):
-    x32 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
-    lab = np.ascontiguousarray(label, dtype=np.float32).reshape(-1)
+    x32 = _flat32(x)
+    lab = _flat32(label)
     n = x32.shape[0]
     if lab.shape[0] != n:
         raise ValueError("label has %d items, X has %d" % (lab.shape[0], n))
     if lengths is None:
-        lens = np.array([n], dtype=np.int64)
+        return x32, lab, np.array([n], dtype=np.int64), \
+            np.array([0, n], dtype=np.int64)
     else:
         lens = np.asarray(lengths).astype(np.int64, copy=False).reshape(-1)
         if lens.size and int(lens.min()) < 0:
@@ -1014,21 +1277,24 @@ def _normalize(x, label, lengths):
     return x32, lab, lens, offs
 
 
-def _evaluate(x32, lab, lens, offs, need_loss, need_grad):
-    """Returns (loss sums (S,), pair counts (S,), item gradient sums (N,)),
-    float64 / int64 / float64; gradient sums are sum(sigmoid) as lo minus
-    sum(sigmoid) as hi, not yet scaled by dY / numPairs."""
+def _evaluate(x32, lab, lens, offs, need_loss, need_grad, extra=()):
+    """Returns (loss sums (S,) float64, pair counts (S,) int64, gradient
+    sums (N,) float32 or None): per item, the sum of sigmoid(x_lo - x_hi)
+    over its pairs as lo minus that over its pairs as hi (accumulated in
+    float64, stored once), not yet scaled by dY / numPairs."""
     n = x32.shape[0]
     nsess = lens.shape[0]
     loss = np.zeros(nsess)
     npairs = np.zeros(nsess, dtype=np.int64)
-    gsum = np.zeros(n) if need_grad else None
+    # every path stores each item's final (float64-accumulated) sum once
+    gsum = np.zeros(n, dtype=np.float32) if need_grad else None
     res = (loss, npairs, gsum)
     if n < 2:
         return res
     ne = np.flatnonzero(lens > 0)
     starts = offs[ne]
-    finite = np.isfinite(x32) & np.isfinite(lab)
+    finite = np.isfinite(x32)
+    finite &= np.isfinite(lab)
     allfin = bool(finite.all())
     xmax = np.full(nsess, -np.inf)
     xmin = np.full(nsess, np.inf)
@@ -1039,6 +1305,7 @@ def _evaluate(x32, lab, lens, offs, need_loss, need_grad):
     else:
         bad = np.zeros(nsess, dtype=bool)
         bad[ne] = np.add.reduceat(~finite, starts) > 0
+    del finite
     spread = xmax.astype(np.float64) - xmin.astype(np.float64)
 
     if n <= TINY_MAX and allfin and \
@@ -1058,26 +1325,30 @@ def _evaluate(x32, lab, lens, offs, need_loss, need_grad):
     small = np.flatnonzero(ok & (lens <= SMALL_MAX))
     large = np.flatnonzero(ok & (lens > SMALL_MAX))
     tasks = []
+    first = []
     work = 0
     nthreads = _n_threads()
     if small.shape[0]:
         batch = _Batch(x32, lab, offs, lens, res, need_loss, need_grad)
-        batch.center = 0.5 * (xmax.astype(np.float64)
-                              + xmin.astype(np.float64))
-        work += _plan_small(batch, small, lens, spread, nthreads, tasks)
+        batch.center = np.zeros(nsess)
+        batch.center[ne] = 0.5 * (xmax[ne].astype(np.float64)
+                                  + xmin[ne].astype(np.float64))
+        work += _plan_small(batch, small, lens, spread, nthreads, tasks,
+                            first)
     larges = []
-    for k, s in enumerate(large):
+    for s in large:
         if lens[s] > _FAST_MIN and spread[s] <= _FAST_SPREAD:
             lg = _Fast(x32, lab, int(offs[s]), int(lens[s]), int(s), res,
                        need_loss, need_grad, nthreads)
         else:
             lg = _Large(x32, lab, int(offs[s]), int(lens[s]), int(s), res,
-                        need_loss, need_grad, k, nthreads)
+                        need_loss, need_grad, nthreads)
         larges.append(lg)
         work += lg.plan(tasks)
     if work < _PAR_MIN_WORK:
         nthreads = 1
-    _run_tasks(tasks, nthreads)
+    _run_tasks(first, nthreads)
+    _run_tasks(list(extra) + tasks, nthreads)
     for lg in larges:
         lg.finish()
     return res
@@ -1088,28 +1359,52 @@ def _evaluate(x32, lab, lens, offs, need_loss, need_grad):
 # --------------------------------------------------------------------------
 
 _cache_lock = threading.Lock()
-_cache = None        # (x copy, label copy, lengths copy, npairs, gsum)
-_CACHE_MAX_ITEMS = 1 << 23
+_cache = None        # (sha256 of the inputs, pair counts, gradient sums)
+_CACHE_MAX_ITEMS = 1 << 24
 
 
-def _cache_put(x32, lab, lens, npairs, gsum):
+def _digest(x32, lab, lens, parallel=True):
+    """Key of the inputs: their bytes when small, else SHA-256 over the
+    shapes, lengths and the SHA-256 digests of x and label (x and label
+    are contiguous float32).  With ``parallel`` large inputs hash x and
+    label on two threads (hashlib releases the GIL); the key is the same
+    either way."""
+    if x32.shape[0] <= 4096:            # small: the bytes themselves
+        return (x32.tobytes(), lab.tobytes(), lens.tobytes())
+    head = hashlib.sha256()
+    head.update(np.array([x32.shape[0], lens.shape[0]], np.int64).tobytes())
+    head.update(lens.tobytes())
+    parts = [None]
+
+    def hash_x():
+        parts[0] = hashlib.sha256(memoryview(x32).cast("B")).digest()
+    if parallel and x32.shape[0] >= (1 << 20) and _n_threads() > 1:
+        th = threading.Thread(target=hash_x, daemon=True)
+        th.start()
+        try:
+            lab_digest = hashlib.sha256(memoryview(lab).cast("B")).digest()
+        finally:
+            th.join()
+    else:
+        hash_x()
+        lab_digest = hashlib.sha256(memoryview(lab).cast("B")).digest()
+    head.update(parts[0])
+    head.update(lab_digest)
+    return head.digest()
+
+
+def _cache_put(key, npairs, gsum):
     global _cache
-    entry = (x32.copy(), lab.copy(), lens.copy(), npairs, gsum)
+    entry = (key, npairs, gsum)
     with _cache_lock:
         _cache = entry
 
 
-def _cache_get(x32, lab, lens):
+def _cache_get(key):
     with _cache_lock:
         entry = _cache
-    if entry is None:
-        return None
-    cx, cl, cn, npairs, gsum = entry
-    if (cn.shape == lens.shape and np.array_equal(cn, lens)
-            and cx.shape == x32.shape
-            and np.array_equal(cx.view(np.uint32), x32.view(np.uint32))
-            and np.array_equal(cl.view(np.uint32), lab.view(np.uint32))):
-        return npairs, gsum
+    if entry is not None and entry[0] == key:
+        return entry[1], entry[2]
     return None
 
 
@@ -1126,20 +1421,107 @@ def clear_cache():
 
 def pairwise_loss_forward(x, label, lengths=None):
     """PairWiseLoss.  x, label: float32 (N,); lengths: int (S,) summing to
-    N, or None for one session.  Returns float32 (S,)."""
+    N, or None for one session.  Returns float32 (S,).  NaN / inf follow
+    IEEE arithmetic through the original formulas, without warnings."""
+    xl = _one_session(x, label, lengths)
+    if xl is not None:
+        # tiny single session: no error-state switch, normalisation or
+        # hashing (its checks keep every value in range)
+        keep = share_work
+        r = _tiny_single(xl[0], xl[1], keep)
+        if r is not None:
+            loss, npairs, gsum = r
+            if keep:
+                _cache_put((xl[0].tobytes(), xl[1].tobytes(), xl[2]),
+                           np.array([npairs], dtype=np.int64), gsum)
+            return np.array([loss / npairs if npairs else 0.0],
+                            dtype=np.float32)
+    with np.errstate(all="ignore"):
+        return _forward(x, label, lengths)
+
+
+def pairwise_loss_gradient(x, label, dY, lengths=None):
+    """PairWiseLossGradient.  dY: float32 (S,).  Returns float32 (N,)."""
+    entry = _cache
+    if entry is not None and share_work:
+        out = _cached_single_gradient(entry, x, label, dY, lengths)
+        if out is not None:
+            return out
+    with np.errstate(all="ignore"):
+        return _gradient(x, label, dY, lengths)
+
+
+_F32 = np.dtype(np.float32)
+
+
+def _one_session(x, label, lengths):
+    """(x, label, key bytes of the lengths) when x and label are 1-D
+    contiguous float32 arrays of 2..TINY_MAX items forming one session
+    (lengths None or a single integer equal to N); else None."""
+    if not (type(x) is np.ndarray and type(label) is np.ndarray
+            and x.dtype == _F32 and label.dtype == _F32
+            and x.ndim == 1 and label.ndim == 1
+            and x.flags.c_contiguous and label.flags.c_contiguous):
+        return None
+    n = x.shape[0]
+    if not (1 < n <= TINY_MAX and label.shape[0] == n):
+        return None
+    if lengths is not None:
+        if not (type(lengths) is np.ndarray and lengths.shape == (1,)
+                and lengths.dtype.kind in "iu" and int(lengths[0]) == n):
+            return None
+    return x, label, n.to_bytes(8, _BYTEORDER, signed=True)
+
+
+def _cached_single_gradient(entry, x, label, dY, lengths):
+    """The gradient of a single small session whose sums the last forward
+    call kept, with as few calls as possible; None to take the full path
+    (which gives the same values)."""
+    if not (type(dY) is np.ndarray and dY.shape == (1,)
+            and dY.dtype == _F32):
+        return None
+    xl = _one_session(x, label, lengths)
+    if xl is None or entry[0] != (xl[0].tobytes(), xl[1].tobytes(), xl[2]):
+        return None
+    npairs = int(entry[1][0])
+    n = xl[0].shape[0]
+    if npairs == 0:
+        return np.zeros(n, dtype=np.float32)
+    d = float(dY[0])
+    if not abs(d) <= 1e30:       # NaN / inf / overflow: the full path
+        return None
+    out = np.empty(n, dtype=np.float32)
+    np.multiply(entry[2], d / npairs, out=out, casting="unsafe")
+    return out
+
+
+def _forward(x, label, lengths):
     x32, lab, lens, offs = _normalize(x, label, lengths)
-    keep = share_work and 0 < x32.shape[0] <= _CACHE_MAX_ITEMS
-    loss, npairs, gsum = _evaluate(x32, lab, lens, offs, True, keep)
+    n = x32.shape[0]
+    keep = share_work and 1 < n <= _CACHE_MAX_ITEMS
+    if 1 < n <= TINY_MAX and lens.shape[0] == 1:
+        r = _tiny_single(x32, lab, keep)
+        if r is not None:
+            if keep:
+                _cache_put(_digest(x32, lab, lens),
+                           np.array([r[1]], dtype=np.int64), r[2])
+            return np.array([r[0] / r[1] if r[1] else 0.0], dtype=np.float32)
+    key = []
+    extra = [lambda _w, _s: key.append(_digest(x32, lab, lens, False))] \
+        if keep else []            # hashed by a helper while the work runs
+    loss, npairs, gsum = _evaluate(x32, lab, lens, offs, True, keep, extra)
     if keep:
-        _cache_put(x32, lab, lens, npairs, gsum)
+        if not key:                # tiny inputs run no task list
+            key.append(_digest(x32, lab, lens))
+        _cache_put(key[0], npairs, gsum)
+        del gsum
     out = np.zeros(lens.shape[0], dtype=np.float32)
     has = npairs > 0
     out[has] = loss[has] / npairs[has]
     return out
 
 
-def pairwise_loss_gradient(x, label, dY, lengths=None):
-    """PairWiseLossGradient.  dY: float32 (S,).  Returns float32 (N,)."""
+def _gradient(x, label, dY, lengths):
     x32, lab, lens, offs = _normalize(x, label, lengths)
     dy = np.asarray(dY, dtype=np.float32).reshape(-1)
     if dy.shape[0] != lens.shape[0]:
@@ -1148,13 +1530,35 @@ def pairwise_loss_gradient(x, label, dY, lengths=None):
     n = x32.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.float32)
-    hit = _cache_get(x32, lab, lens) if share_work else None
+    hit = None
+    if share_work and 1 < n <= _CACHE_MAX_ITEMS and _cache is not None:
+        hit = _cache_get(_digest(x32, lab, lens))
     if hit is not None:
         npairs, gsum = hit
     else:
-        _, npairs, gsum = _evaluate(x32, lab, lens, offs, False, True)
-    scale = np.zeros(lens.shape[0])
-    has = npairs > 0
-    scale[has] = dy[has].astype(np.float64) / npairs[has]
-    out = gsum * np.repeat(scale, lens)
-    return out.astype(np.float32)
+        r = None
+        if n <= TINY_MAX and lens.shape[0] == 1:
+            r = _tiny_single(x32, lab, True)
+        if r is not None:
+            npairs, gsum = np.array([r[1]], dtype=np.int64), r[2]
+        else:
+            _, npairs, gsum = _evaluate(x32, lab, lens, offs, False, True)
+    if lens.shape[0] == 1:
+        out = np.empty(n, dtype=np.float32)
+        sc = float(dy[0]) / int(npairs[0]) if npairs[0] else 0.0
+        np.multiply(gsum, sc, out=out, casting="unsafe")
+    else:
+        scale = np.zeros(lens.shape[0])
+        has = npairs > 0
+        scale[has] = dy[has].astype(np.float64) / npairs[has]
+        # both factors rounded to float32: result within 2e-7 relative
+        out = gsum * np.repeat(scale.astype(np.float32), lens)
+    bad = np.flatnonzero(~np.isfinite(dy) & (npairs > 0))
+    for s in bad:
+        # dY * 0 is NaN, but an item in no counted pair keeps dX = 0 (only
+        # possible with labels closer than FLT_EPSILON to all the others)
+        o, e = int(offs[s]), int(offs[s + 1])
+        ls = lab[o:e]
+        alone = ((ls - ls.min()) < _EPS32) & ((ls.max() - ls) < _EPS32)
+        out[o:e][alone] = 0.0
+    return out
