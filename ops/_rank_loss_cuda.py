@@ -65,7 +65,8 @@ __device__ __forceinline__ i64 pwl_find(const i64* __restrict__ a, i64 S, i64 v)
 }
 
 // Fixed-tree block sums (blockDim.x a power of two, <= PWL_MAX_T); every thread gets the total.
-__device__ __forceinline__ double pwl_block_sum(double v, double* red)
+template <typename T>
+__device__ __forceinline__ T pwl_block_sum(T v, T* red)
 {
     const int t = threadIdx.x;
     red[t] = v;
@@ -74,21 +75,7 @@ __device__ __forceinline__ double pwl_block_sum(double v, double* red)
         if (t < w) red[t] += red[t + w];
         __syncthreads();
     }
-    const double r = red[0];
-    __syncthreads();
-    return r;
-}
-
-__device__ __forceinline__ i64 pwl_block_sum(i64 v, i64* red)
-{
-    const int t = threadIdx.x;
-    red[t] = v;
-    __syncthreads();
-    for (int w = blockDim.x >> 1; w > 0; w >>= 1) {
-        if (t < w) red[t] += red[t + w];
-        __syncthreads();
-    }
-    const i64 r = red[0];
+    const T r = red[0];
     __syncthreads();
     return r;
 }
