@@ -659,7 +659,6 @@ class _Batch(object):
         hi = np.empty(mr) if need_grad else None
         lo = np.empty(mc) if need_grad else None
         prod = np.empty(mp) if need_loss else None
-        tmp = np.empty(me)
         tbuf = np.empty(int((gsz * grb * gcb).max()))    # reused T block
         # column sums per (segment, item): a session has one job per
         # segment, so these scatters never hit the same slot twice
@@ -674,12 +673,10 @@ class _Batch(object):
             _positions(jrs[j0:j1], jr[j0:j1], jrb[j0:j1], dead, rp, ws)
             np.take(bpad, rp, out=u[0, :nrow], mode="clip")
             cq = colpos[:ncol]
-            cjid = _positions(jcs[j0:j1], jc[j0:j1], jcb[j0:j1], dead, cq, ws)
+            _positions(jcs[j0:j1], jc[j0:j1], jcb[j0:j1], dead, cq, ws)
             np.take(apad, cq, out=w[0, :ncol], mode="clip")
             if need_grad:                 # column slots for the scatter
-                off = ws.end[:ncol]
-                np.take(jqo[j0:j1], cjid, out=off, mode="clip")
-                cq += off
+                cq += np.repeat(jqo[j0:j1], jcb[j0:j1])
             ro = co = po = 0
             for gi in range(g0, g1):
                 # only large calls in here: small ones serialise threads
@@ -695,7 +692,8 @@ class _Batch(object):
                     np.divide(_ONE, t, out=t)
                     hv = hi[ro:ro + nr].reshape(ng, rb)
                     lv = lo[co:co + nc].reshape(ng, cb)
-                    np.matmul(t, _ones(cb), out=hv)
+                    np.matmul(t.reshape(nr, cb), _ones(cb),
+                              out=hi[ro:ro + nr])
                     np.matmul(_ones(rb), t, out=lv)
                     # 1/T sums minus counts: -(sigmoid sums); 0 on padding
                     np.subtract(hv, cb, out=hv)
@@ -711,21 +709,17 @@ class _Batch(object):
                 ro += nr
                 co += nc
             if need_grad:
-                # rows of jobs never overlap; padding goes to `dead`
-                tv = tmp[:nrow]
-                np.take(acc, rp, out=tv, mode="clip")
-                tv += hi[:nrow]
-                acc[rp] = tv
-                tv = tmp[:ncol]
-                np.take(accq, cq, out=tv, mode="clip")
-                tv -= lo[:ncol]
-                accq[cq] = tv
+                # every item is a row of one job at most and a column of
+                # one job per segment at most, so plain stores suffice;
+                # padding goes to `dead` (discarded)
+                acc[rp] = hi[:nrow]
+                accq[cq] = lo[:ncol]
             if need_loss:
                 pr = prod[:po]
                 np.log(pr, out=pr)
                 lp[j0:j1] = np.add.reduceat(pr, cp[j0:j1] - cp[j0])
         if need_grad:
-            acc += accq.reshape(k, npart + 1).sum(axis=0)
+            acc -= accq.reshape(k, npart + 1).sum(axis=0)
             del accq
         if need_loss:
             if need_grad:                 # lp holds sums of log(1/T)
@@ -880,31 +874,21 @@ class _Work(object):
     """Index scratch buffers reused by _positions."""
 
     def __init__(self, size):
-        self.jid = np.empty(size, dtype=np.intp)
-        self.end = np.empty(size, dtype=np.intp)
         self.mask = np.empty(size, dtype=bool)
 
 
 def _positions(start, length, padded, dead, out, ws):
     """Write into ``out`` the concatenated index ranges start + [0, padded)
     of the jobs; entries at or beyond ``length`` point to ``dead``.
-    Returns the job of each entry (a view of ws.jid).  Only calls that
-    release the GIL on the long arrays (cumsum, take, compare, copyto)."""
+    Per-job values are spread with np.repeat (one pass each, cheaper than
+    building a job-id array and gathering through it)."""
     total = out.shape[0]
     excl = np.cumsum(padded) - padded
-    jid = ws.jid[:total]
-    jid.fill(0)
-    jid[excl[1:]] = 1
-    np.cumsum(jid, out=jid)
-    np.take(start - excl, jid, out=out, mode="clip")
     ar = _arange(total)
-    out += ar
-    end = ws.end[:total]
-    np.take(excl + length, jid, out=end, mode="clip")
+    np.add(np.repeat(start - excl, padded), ar, out=out)
     mask = ws.mask[:total]
-    np.greater_equal(ar, end, out=mask)
+    np.greater_equal(ar, np.repeat(excl + length, padded), out=mask)
     np.copyto(out, dead, where=mask)
-    return jid
 
 
 def _plan_small(batch, sess, lens, spread, nthreads, tasks, first):
