@@ -196,6 +196,19 @@ LABEL_KINDS = ("int5", "binary", "real", "eps", "tied")
 SCALES = (0.01, 1.0, 4.0, 30.0, 1000.0)
 
 
+def make_labels(rng, kind, n):
+    """float32 labels of one LABEL_KINDS kind: graded, binary, real, eps-close or all tied."""
+    if kind == "int5":
+        return rng.integers(0, 5, n).astype(np.float32)
+    if kind == "binary":
+        return rng.integers(0, 2, n).astype(np.float32)
+    if kind == "real":
+        return rng.standard_normal(n).astype(np.float32)
+    if kind == "eps":
+        return (rng.integers(0, 6, n) * 0.6e-7).astype(np.float32)
+    return np.full(n, 3.0, np.float32)
+
+
 @st.composite
 def problems(draw, max_sessions=6, max_len=45):
     nsess = draw(st.integers(0, max_sessions))
@@ -209,16 +222,7 @@ def problems(draw, max_sessions=6, max_len=45):
     seed = draw(st.integers(0, 2 ** 31 - 1))
     rng = np.random.default_rng(seed)
     kind = draw(st.sampled_from(LABEL_KINDS))
-    if kind == "int5":
-        lab = rng.integers(0, 5, n).astype(np.float32)
-    elif kind == "binary":
-        lab = rng.integers(0, 2, n).astype(np.float32)
-    elif kind == "real":
-        lab = rng.standard_normal(n).astype(np.float32)
-    elif kind == "eps":
-        lab = (rng.integers(0, 6, n) * 0.6e-7).astype(np.float32)
-    else:
-        lab = np.full(n, 3.0, np.float32)
+    lab = make_labels(rng, kind, n)
     # per-session score scales, mixing narrow and wide sessions
     scales = [draw(st.sampled_from(SCALES)) for _ in lens]
     x = np.concatenate([rng.standard_normal(ln) * sc
@@ -609,16 +613,7 @@ def tiny_sessions(draw):
     n = draw(st.integers(2, K.TINY_MAX))
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 31 - 1)))
     kind = draw(st.sampled_from(LABEL_KINDS))
-    if kind == "int5":
-        lab = rng.integers(0, 5, n).astype(np.float32)
-    elif kind == "binary":
-        lab = rng.integers(0, 2, n).astype(np.float32)
-    elif kind == "real":
-        lab = rng.standard_normal(n).astype(np.float32)
-    elif kind == "eps":
-        lab = (rng.integers(0, 6, n) * 0.6e-7).astype(np.float32)
-    else:
-        lab = np.full(n, 3.0, np.float32)
+    lab = make_labels(rng, kind, n)
     # spreads below, at and above the dense limit (12) and the cut-offs
     # (15.94); an offset far from 0 exercises the centring
     spread = draw(st.sampled_from((0.0, 0.5, 5.0, 11.9, 12.0, 15.0, 40.0)))
