@@ -13,7 +13,7 @@ import numpy as np
 from c2lite.errors import EnforceError
 from c2lite.gradient import GradientMakerBase, register_gradient
 from c2lite.operator import Operator
-from c2lite.registry import register_cpu, register_cpu_cuda
+from c2lite.registry import register_cpu_cuda
 from c2lite.schema import OPERATOR_SCHEMA
 
 FLOAT_TYPES = (np.float16, np.float32, np.float64)
@@ -35,11 +35,7 @@ def _gradient_schema(name: str, formula: str) -> None:
 
 
 class _Elementwise(Operator):
-    def check_float(self, value: Any, idx: int) -> None:
-        if value.dtype not in FLOAT_TYPES:
-            blob = self.inputs[idx]
-            raise EnforceError(f"{self.type}: input {blob} has dtype {value.dtype}; only "
-                               "float16, float32 and float64 are supported", blob=blob)
+    float_types = FLOAT_TYPES
 
     def check_pair(self, y: Any, dy: Any) -> None:
         self.check_float(y, 0)

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from c2lite.errors import EnforceError, GradientError
 from c2lite.gradient import GradientMakerBase, register_gradient
 from c2lite.operator import Operator
-from c2lite.registry import register_cpu, register_cpu_cuda
+from c2lite.registry import register_cpu_cuda
 from c2lite.schema import OPERATOR_SCHEMA
 
-FLOAT_TYPES = (np.float32, np.float64)
 
 
 def _prod(dims: Any) -> int:
@@ -51,15 +48,6 @@ class _FCBase(Operator):
         self.axis = self.arg("axis", 1)
         self.axis_w = self.arg("axis_w", 1)
         # float16_compute only picks an fp16 GEMM on GPUs; results are the same here.
-
-    def check_float(self, value: Any, idx: int, like: Any = None) -> None:
-        blob = self.inputs[idx]
-        if value.dtype not in FLOAT_TYPES:
-            raise EnforceError(f"{self.type}: input {blob} has dtype {value.dtype}; only "
-                               "float32 and float64 are supported", blob=blob)
-        if like is not None and value.dtype != like.dtype:
-            raise EnforceError(f"{self.type}: input {blob} has dtype {value.dtype} but "
-                               f"{self.inputs[0]} has {like.dtype}", blob=blob)
 
     def views(self, x: Any, w: Any) -> tuple:
         """(M, K, N) and the matrix views X2 (M, K), W2 ((N, K), or (K, N) if transposed)."""

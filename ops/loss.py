@@ -7,15 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from c2lite.errors import EnforceError
 from c2lite.gradient import GradientMakerBase, register_gradient
 from c2lite.operator import Operator
-from c2lite.registry import register_cpu, register_cpu_cuda
+from c2lite.registry import register_cpu_cuda
 from c2lite.schema import OPERATOR_SCHEMA
 
-FLOAT_TYPES = (np.float32, np.float64)
 
 (OPERATOR_SCHEMA("AveragedLoss").NumInputs(1).NumOutputs(1)
  .TensorInferenceFunction(lambda op, ins: [((), ins[0][1] or "float32")])
@@ -30,17 +27,10 @@ FLOAT_TYPES = (np.float32, np.float64)
  .SetDoc("Gradient of AveragedLoss."))
 
 
-def _check_float(op: Operator, value: Any, idx: int) -> None:
-    if value.dtype not in FLOAT_TYPES:
-        blob = op.inputs[idx]
-        raise EnforceError(f"{op.type}: input {blob} has dtype {value.dtype}; only float32 "
-                           "and float64 are supported", blob=blob)
-
-
 @register_cpu_cuda("AveragedLoss")
 class AveragedLoss(Operator):
     def compute(self, x: Any) -> Any:
-        _check_float(self, x, 0)
+        self.check_float(x, 0)
         if x.size == 0:
             return self.xp.zeros((), dtype=x.dtype)
         return (x.sum(dtype=x.dtype) / x.dtype.type(x.size)).reshape(())
@@ -49,8 +39,8 @@ class AveragedLoss(Operator):
 @register_cpu_cuda("AveragedLossGradient")
 class AveragedLossGradient(Operator):
     def compute(self, x: Any, dy: Any) -> Any:
-        _check_float(self, x, 0)
-        _check_float(self, dy, 1)
+        self.check_float(x, 0)
+        self.check_float(dy, 1)
         if dy.size != 1:
             raise EnforceError(f"{self.type}: the loss gradient must hold exactly one element, "
                                f"got shape {list(dy.shape)}", blob=self.inputs[1])

@@ -20,13 +20,6 @@ FLOAT_TYPES = (np.float16, np.float32, np.float64)
 INT64_MAX = np.iinfo(np.int64).max
 
 
-def _check_float(op: Operator, value: Any, idx: int) -> None:
-    if value.dtype not in FLOAT_TYPES:
-        blob = op.inputs[idx]
-        raise EnforceError(f"{op.type}: input {blob} has dtype {value.dtype}; only float16, "
-                           "float32 and float64 are supported", blob=blob)
-
-
 def _weight(op: Operator, w: Any, idx: int, dtype: Any) -> Any:
     """The one-element weight input ``idx`` as a 0-d array of ``dtype``."""
     blob = op.inputs[idx]
@@ -61,9 +54,11 @@ def _weight(op: Operator, w: Any, idx: int, dtype: Any) -> Any:
 
 @register_cpu_cuda("WeightedSum")
 class WeightedSum(Operator):
+    float_types = FLOAT_TYPES
+
     def compute(self, *inputs: Any) -> Any:
         x0 = inputs[0]
-        _check_float(self, x0, 0)
+        self.check_float(x0, 0)
         y = x0 * _weight(self, inputs[1], 1, x0.dtype)
         for i in range(2, len(inputs), 2):
             xi = inputs[i]
@@ -81,6 +76,8 @@ class WeightedSum(Operator):
 
 @register_cpu_cuda("WeightedSumGradient")
 class WeightedSumGradient(Operator):
+    float_types = FLOAT_TYPES
+
     def setup(self) -> None:
         self.grad_on_w = self.arg("grad_on_w", False)
         pairs = (len(self.inputs) - 1) // 2
@@ -91,7 +88,7 @@ class WeightedSumGradient(Operator):
                                f"{len(self.outputs)}")
 
     def compute(self, dy: Any, *pairs: Any) -> Any:
-        _check_float(self, dy, 0)
+        self.check_float(dy, 0)
         xp = self.xp
         dxs, dws = [], []
         for j in range(0, len(pairs), 2):
@@ -136,11 +133,13 @@ class GetWeightedSumGradient(GradientMakerBase):
 
 @register_cpu_cuda("Scale")
 class Scale(Operator):
+    float_types = FLOAT_TYPES
+
     def setup(self) -> None:
         self.scale = self.arg("scale", 1.0)
 
     def compute(self, x: Any) -> Any:
-        _check_float(self, x, 0)
+        self.check_float(x, 0)
         return x * x.dtype.type(self.scale)
 
 

@@ -57,24 +57,21 @@ def _one_line(text: str) -> str:
     return "; ".join(parts) if parts else "unknown error"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(minimum: int, wording: str):
+    """An argparse type for integers >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wording}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {wording}, got {value}")
+        return value
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+_positive_int = _int_at_least(1, "a positive integer")
+_non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def _input_spec(text: str) -> tuple[str, str]:
@@ -868,12 +865,7 @@ def cmd_grad(args: argparse.Namespace) -> int:
             raise CliError(f"loss blob '{loss}' is not an output of any op of net "
                            f"'{proto.name}'" + (f" after the first {args.skip}" if args.skip
                                                 else ""))
-    try:
-        from c2lite import core
-        import c2lite.gradient  # noqa: F401 - fail early with a clear message
-    except ImportError as exc:
-        raise CliError(f"the gradient machinery (c2lite.gradient) is not available: {exc}") \
-            from exc
+    from c2lite import core
     net = core.Net(proto)
     before = len(net.Proto().op)
     grad_map = net.AddGradientOperators(list(args.loss), skip=args.skip)

@@ -320,8 +320,6 @@ class Net:
     def Name(self) -> str:
         return self._net.name
 
-    Proto_name = Name
-
     def Proto(self) -> caffe2_pb2.NetDef:
         return self._net
 
@@ -582,7 +580,8 @@ def execution_step(name: str, steps_or_nets: Any, num_iter: Optional[int] = None
         proto.num_concurrent_instances = num_concurrent_instances
     if report_net is not None:
         proto.report_net = report_net.Name() if isinstance(report_net, Net) else str(report_net)
-        step._nets.append(report_net) if isinstance(report_net, Net) else None
+        if isinstance(report_net, Net):
+            step._nets.append(report_net)
     if report_interval is not None:
         proto.report_interval = report_interval
     if create_workspace:

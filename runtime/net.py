@@ -129,7 +129,7 @@ def dependencies(net_def: Any) -> list[set[int]]:
     return deps
 
 
-class DAGNet(NetBase):
+class DAGNet(SimpleNet):
     """Independent ops run concurrently; after a failure no new op starts, in-flight ones
     finish, and the first error is raised."""
 
@@ -148,7 +148,7 @@ class DAGNet(NetBase):
 
     def _run(self) -> None:
         if self.num_workers == 1 or len(self.ops) <= 1:
-            return SimpleNet._run(self)  # type: ignore[arg-type]
+            return super()._run()
         pool = _pool()
         waiting = [len(d) for d in self.deps]
         ready = [i for i, n in enumerate(waiting) if n == 0]

@@ -7,11 +7,13 @@ workspace exactly as it was.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+import functools
+
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from c2lite.device import CPU, CPU_DEVICE, Device, device_of_value, same_device
+from c2lite.device import CPU, CPU_DEVICE, Device, array_module, device_of_value, same_device
 from c2lite.errors import EnforceError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,11 +70,25 @@ class Operator:
         """Return the outputs: a sequence with one value per output (or a bare value for one)."""
         raise NotImplementedError(f"{type(self).__name__}.compute")
 
-    @property
+    @functools.cached_property
     def xp(self) -> Any:
-        """The array module of this op's device (numpy or cupy)."""
-        from c2lite.device import array_module
+        """The array module of this op's device (numpy or cupy), looked up once per op."""
         return array_module(self.device)
+
+    #: Float dtypes ``check_float`` accepts; families that also take float16 widen it.
+    float_types: tuple = (np.float32, np.float64)
+
+    def check_float(self, value: Any, idx: int, like: Any = None) -> None:
+        """Input ``idx`` must have one of ``float_types`` (and, if given, ``like``'s dtype)."""
+        blob = self.inputs[idx]
+        if value.dtype not in self.float_types:
+            names = [np.dtype(t).name for t in self.float_types]
+            listed = ", ".join(names[:-1]) + " and " + names[-1]
+            raise EnforceError(f"{self.type}: input {blob} has dtype {value.dtype}; only "
+                               f"{listed} are supported", blob=blob)
+        if like is not None and value.dtype != like.dtype:
+            raise EnforceError(f"{self.type}: input {blob} has dtype {value.dtype} but "
+                               f"{self.inputs[0]} has {like.dtype}", blob=blob)
 
     # -- arguments (Caffe2's ArgumentHelper) ------------------------------------------------
     def has_arg(self, name: str) -> bool:

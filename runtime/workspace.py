@@ -296,7 +296,7 @@ def RemoveBlob(name: Any) -> bool:
 def CreateNet(net: Any, overwrite: bool = False, input_blobs: Optional[Iterable] = None) -> bool:
     for blob in input_blobs or ():
         CreateBlob(blob)
-    net_def = _net_def_of(net)
+    net_def = _parse_if_bytes(net, "NetDef")
     C().create_net(net_def, overwrite)
     return True
 
@@ -306,7 +306,7 @@ def RunNet(name: Any, num_iter: int = 1, allow_fail: bool = False) -> bool:
 
 
 def RunNetOnce(net: Any) -> bool:
-    return C().run_net_once(_net_def_of(net))
+    return C().run_net_once(_parse_if_bytes(net, "NetDef"))
 
 
 def RunOperatorOnce(op: Any) -> bool:
@@ -351,7 +351,7 @@ def InferShapesAndTypes(nets: Iterable[Any], blob_dimensions: Optional[dict] = N
             code = (blob_types or {}).get(name, 1)
             known[name] = (tuple(dims), codes.get(code, "float32"))
     for net in nets:
-        for op in _net_def_of(net).op:
+        for op in _parse_if_bytes(net, "NetDef").op:
             schema = get_schema(op.type)
             if schema is None:
                 continue
@@ -418,10 +418,6 @@ def _parse_if_bytes(obj: Any, message: str) -> Any:
         from c2lite.serialization import parse_proto
         return parse_proto(obj, getattr(caffe2_pb2, message))
     return _proto_of(obj)
-
-
-def _net_def_of(net: Any) -> Any:
-    return _parse_if_bytes(net, "NetDef")
 
 
 class _BlobsView:
