@@ -188,10 +188,25 @@ def _run_tasks(tasks, nthreads):
         stop.set()
         raise
     finally:
-        for th in helpers:
-            th.join()
+        _join_all(helpers, stop)
     if errors:
         raise errors[0]
+
+
+def _join_all(threads, stop):
+    """Join every helper even if Ctrl-C lands while waiting: the interrupt sets ``stop``
+    (helpers finish their current block and quit), joining resumes, then it is re-raised."""
+    interrupted = None
+    for th in threads:
+        while True:
+            try:
+                th.join()
+                break
+            except BaseException as exc:  # KeyboardInterrupt while blocked in join
+                stop.set()
+                interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted
 
 
 # --------------------------------------------------------------------------

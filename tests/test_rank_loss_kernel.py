@@ -700,3 +700,36 @@ def test_tiny_single_session_falls_back_quietly():
             warnings.simplefilter("ignore", RuntimeWarning)
             np.testing.assert_array_equal(
                 g, K.pairwise_loss_gradient(base_x, base_l, dy, None))
+
+
+def test_runner_interrupt_while_joining_stops_and_joins_helpers():
+    """Ctrl-C landing while the caller waits for a helper: no helper outlives the call."""
+    before = threading.active_count()
+    ran_after = []
+
+    def task(wid, stop):
+        if wid == 0:
+            return                      # the caller runs out of work and starts joining
+        for _ in range(200):            # a helper's long task polls stop between blocks
+            if stop.is_set():
+                return
+            time.sleep(0.005)
+        ran_after.append(wid)
+
+    original_join = threading.Thread.join
+    calls = []
+
+    def interrupted_join(self, timeout=None):
+        calls.append(self.name)
+        if len(calls) == 1:
+            raise KeyboardInterrupt     # what a SIGINT does to a blocked join
+        return original_join(self, timeout)
+
+    threading.Thread.join = interrupted_join
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            K._run_tasks([task] * 4, 2)
+    finally:
+        threading.Thread.join = original_join
+    assert threading.active_count() == before
+    assert ran_after == []              # the helper saw stop and quit early
